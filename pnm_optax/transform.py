@@ -250,16 +250,15 @@ def scale_by_adapnm(
     count = optax.safe_increment(state.count)
     odd = state.count % 2 == 0
     pos_coef, neg_coef = _pn_coefficients(_b0_at(b0, state.count))
-    t = count.astype(jnp.float32)
-    inv_bc1 = 1 / (1 - b1 ** t)
-    bc2 = 1 - b2 ** t
-    inv_sqrt_bc2 = 1 / jnp.sqrt(bc2)
     nu_maxes = (jax.tree.leaves(state.nu_max) if amsgrad
                 else [None] * len(grads))
 
     def leaf(g, a, b, v, v_max):
       direction, a, b = _pn_step(g, a, b, odd, b1 ** 2, pos_coef, neg_coef)
       real = _real_dtype(direction.dtype)
+      t = count.astype(real)  # bias corrections in the leaf's precision
+      bc2 = 1 - jnp.asarray(b2, real) ** t
+      inv_bc1 = 1 / (1 - jnp.asarray(b1, real) ** t)
       g = g.astype(direction.dtype)
       sq = jnp.real(g * jnp.conj(g)) if jnp.iscomplexobj(g) else g * g
       v_new = jnp.asarray(b2, real) * v.astype(real) + (
@@ -268,9 +267,9 @@ def scale_by_adapnm(
       if v_max is not None:
         v_hat = jnp.maximum(v_max.astype(real), v_new)
         v_max = v_hat.astype(v_max.dtype)
-      denom = (jnp.sqrt(v_hat + jnp.asarray(eps_root * bc2, real))
-               * jnp.asarray(inv_sqrt_bc2, real) + jnp.asarray(eps, real))
-      upd = direction / denom * jnp.asarray(inv_bc1, real)
+      denom = (jnp.sqrt(v_hat + jnp.asarray(eps_root, real) * bc2)
+               / jnp.sqrt(bc2) + jnp.asarray(eps, real))
+      upd = direction / denom * inv_bc1
       return upd, a, b, v_new.astype(v.dtype), v_max
 
     out = [

@@ -1,0 +1,336 @@
+"""Optax-style battery for the pnm/adapnm aliases and their transforms."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import pnm_optax
+from reference import ReferencePNM
+
+# name -> (factory of the learning rate, lr for the parabola, for Rosenbrock)
+OPTIMIZERS = {
+    'pnm': (pnm_optax.pnm, 0.02, 1e-3),
+    'pnm_wd_mask': (functools.partial(
+        pnm_optax.pnm, weight_decay=1e-3,
+        mask=lambda p: jax.tree.map(lambda x: x.ndim > 0, p)), 0.02, 1e-3),
+    'pnm_l2': (functools.partial(pnm_optax.pnm, weight_decay=1e-3,
+                                 weight_decay_mode='l2'), 0.02, 1e-3),
+    'adapnm': (pnm_optax.adapnm, 0.05, 1e-3),
+    'adapnm_no_amsgrad': (functools.partial(pnm_optax.adapnm, amsgrad=False),
+                          0.05, 1e-3),
+}
+ALIASES = {name: functools.partial(make, lr)
+           for name, (make, lr, _) in OPTIMIZERS.items()}
+
+
+def _parabola():
+  target = jnp.array([1.0, -1.0, 1.0])
+  loss = lambda p: jnp.sum((p - target) ** 2)
+  return jnp.array([-1.0, 10.0, 1.0]), target, loss
+
+
+def _rosenbrock():
+  loss = lambda p: (1.0 - p[0]) ** 2 + 100.0 * (p[1] - p[0] ** 2) ** 2
+  return jnp.zeros(2), jnp.ones(2), loss
+
+
+def _minimise(opt, params, loss, steps):
+  state = opt.init(params)
+
+  def body(carry, _):
+    params, state = carry
+    updates, state = opt.update(jax.grad(loss)(params), state, params)
+    return (optax.apply_updates(params, updates), state), None
+
+  (params, _), _ = jax.jit(
+      lambda c: jax.lax.scan(body, c, None, length=steps))((params, state))
+  return params
+
+
+@pytest.mark.parametrize('name', ALIASES)
+@pytest.mark.parametrize('problem', ['parabola', 'rosenbrock'])
+def test_minimises(name, problem):
+  make, lr_parabola, lr_rosenbrock = OPTIMIZERS[name]
+  if problem == 'parabola':
+    (params, target, loss), lr, steps, tol = _parabola(), lr_parabola, 10_000, 1e-2
+  else:
+    (params, target, loss), lr, steps, tol = (_rosenbrock(), lr_rosenbrock,
+                                              20_000, 5e-2)
+  params = _minimise(make(lr), params, loss, steps)
+  np.testing.assert_allclose(params, target, atol=tol)
+  assert float(loss(params)) < 1e-3
+
+
+@pytest.mark.parametrize('adaptive', [False, True])
+def test_inject_hyperparams_same_trajectory(adaptive):
+  make = pnm_optax.adapnm if adaptive else pnm_optax.pnm
+  kwargs = dict(
+      learning_rate=optax.exponential_decay(0.05, 10, 0.5),
+      b0=optax.linear_schedule(1.5, 0.5, 20), weight_decay=1e-2)
+  plain = make(**kwargs)
+  injected = optax.inject_hyperparams(make)(**kwargs)
+  params = {'w': jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), 'b': jnp.ones(3)}
+  loss = lambda p: jnp.sum(jnp.sin(p['w']) ** 2) + jnp.sum(p['b'] ** 4)
+  trajectories = []
+  for opt in (plain, injected):
+    p, state = params, opt.init(params)
+    update = jax.jit(opt.update)
+    for _ in range(25):
+      updates, state = update(jax.grad(loss)(p), state, p)
+      p = optax.apply_updates(p, updates)
+    trajectories.append(p)
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+      *trajectories)
+  # The state holds the hyperparameters of the last (25th, count 24) step.
+  assert float(state.hyperparams['learning_rate']) == pytest.approx(
+      0.05 * 0.5 ** 2.4, rel=1e-6)
+  assert float(state.hyperparams['b0']) == pytest.approx(0.5)  # clamped end
+
+
+@pytest.mark.parametrize('name', ALIASES)
+def test_multisteps_equals_mean_gradient(name):
+  k = 4
+  opt = ALIASES[name]()
+  multi = optax.MultiSteps(ALIASES[name](), every_k_schedule=k)
+  rng = np.random.default_rng(0)
+  params = jnp.asarray(rng.normal(size=(5,)), jnp.float32)
+  p_multi, s_multi = params, multi.init(params)
+  p_plain, s_plain = params, opt.init(params)
+  for _ in range(3):  # three macro steps: both parity slots are exercised
+    micro = [jnp.asarray(rng.normal(size=(5,)), jnp.float32) for _ in range(k)]
+    for g in micro:
+      u, s_multi = multi.update(g, s_multi, p_multi)
+      p_multi = optax.apply_updates(p_multi, u)
+    u, s_plain = opt.update(sum(micro) / k, s_plain, p_plain)
+    p_plain = optax.apply_updates(p_plain, u)
+    np.testing.assert_allclose(p_multi, p_plain, rtol=1e-6, atol=1e-7)
+  assert not np.allclose(p_plain, params)
+
+
+@pytest.mark.parametrize('name', ALIASES)
+def test_state_stable_inside_cond(name):
+  """lax.cond needs identical state structure, shapes and dtypes per branch."""
+  opt = ALIASES[name]()
+  params = {'w': jnp.ones((3, 2), jnp.bfloat16), 'b': jnp.zeros(2)}
+  state = opt.init(params)
+  shapes = jax.tree.map(lambda x: (x.shape, x.dtype), state)
+
+  @jax.jit
+  def maybe_step(do_step, params, state):
+    grads = jax.tree.map(jnp.ones_like, params)
+    return jax.lax.cond(do_step, lambda: opt.update(grads, state, params),
+                        lambda: (jax.tree.map(jnp.zeros_like, grads), state))
+
+  for do_step in [True, False, True, True]:
+    updates, state = maybe_step(do_step, params, state)
+    params = optax.apply_updates(params, updates)
+  assert jax.tree.map(lambda x: (x.shape, x.dtype), state) == shapes
+  assert int(optax.tree.get(state, 'count')) == 3
+
+
+@pytest.mark.parametrize('name', ALIASES)
+@pytest.mark.parametrize('dtype', ['bfloat16', 'float16', 'float32'])
+def test_preserves_dtype(name, dtype):
+  opt = ALIASES[name]()
+  params = {'w': jnp.full((4,), 0.5, dtype), 'b': jnp.ones((2, 2), dtype)}
+  state = opt.init(params)
+  dtypes = jax.tree.map(lambda x: x.dtype, state)
+  step = jax.jit(opt.update)
+  for i in range(5):
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.1 * (i + 1)), params)
+    updates, state = step(grads, state, params)
+    assert jax.tree.map(lambda u: u.dtype, updates) == {
+        'w': jnp.dtype(dtype), 'b': jnp.dtype(dtype)}
+    params = optax.apply_updates(params, updates)
+    assert jax.tree.map(lambda x: x.dtype, state) == dtypes
+  buffers = [x for x in jax.tree.leaves(state) if x.ndim > 0]
+  assert buffers and all(x.dtype == jnp.dtype(dtype) for x in buffers)
+  assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates))
+
+
+@pytest.mark.parametrize('adaptive', [False, True])
+def test_float64_matches_reference(adaptive):
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(0)
+    init = [rng.normal(size=(3, 2)), rng.normal(size=(4,))]
+    ref = ReferencePNM(init, adaptive=adaptive, weight_decay=0.1)
+    make = pnm_optax.adapnm if adaptive else pnm_optax.pnm
+    opt = make(0.01, weight_decay=0.1)
+    params = [jnp.asarray(p) for p in init]
+    state = opt.init(params)
+    for _ in range(50):
+      grads = [rng.normal(size=p.shape) for p in init]
+      ref.step(grads, 0.01)
+      updates, state = jax.jit(opt.update)(
+          [jnp.asarray(g) for g in grads], state, params)
+      params = optax.apply_updates(params, updates)
+    assert all(p.dtype == jnp.float64 for p in params)
+    for p, r in zip(params, ref.params):
+      np.testing.assert_allclose(p, r, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize('name', ALIASES)
+def test_no_recompilation(name):
+  traces = []
+  opt = ALIASES[name]()
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def step(params, state, grads):
+    traces.append(None)
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  params = {'w': jnp.ones((3,)), 'b': jnp.zeros((2,))}
+  state = opt.init(params)
+  for i in range(4):
+    grads = jax.tree.map(lambda p: p + i, params)
+    params, state = step(params, state, grads)
+  assert len(traces) == 1
+
+
+def test_inject_hyperparams_no_recompilation():
+  traces = []
+  opt = optax.inject_hyperparams(pnm_optax.pnm)(learning_rate=0.1, b0=1.0)
+
+  @jax.jit
+  def step(params, state):
+    traces.append(None)
+    updates, state = opt.update(params, state, params)
+    return optax.apply_updates(params, updates), state
+
+  params = jnp.ones(3)
+  state = opt.init(params)
+  steps = []
+  for b0 in [1.0, 0.5, 0.0]:
+    state.hyperparams['b0'] = jnp.asarray(b0)
+    new_params, state = step(params, state)
+    steps.append(float(new_params[0] - params[0]))
+    params = new_params
+  assert len(traces) == 1
+  assert len(set(steps)) == 3  # the changed b0 took effect
+
+
+@pytest.mark.parametrize('adaptive', [False, True])
+def test_donated_state_is_reused(adaptive):
+  opt = (pnm_optax.adapnm if adaptive else pnm_optax.pnm)(0.1)
+  step = jax.jit(
+      lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(
+          *opt.update(g, s, p)), donate_argnums=(0, 1))
+  params = jnp.ones((16,))
+  state = opt.init(params)
+  old = jax.tree.leaves((params, state))
+  params, state = step(params, state, jnp.ones((16,)))
+  assert all(x.is_deleted() for x in old)
+  params, state = step(params, state, jnp.ones((16,)))
+  assert int(optax.tree.get(state, 'count')) == 2
+
+
+@pytest.mark.parametrize('adaptive', [False, True])
+def test_vmap_over_independent_runs(adaptive):
+  opt = (pnm_optax.adapnm if adaptive else pnm_optax.pnm)(0.05, b0=0.7)
+  rng = np.random.default_rng(0)
+  params = jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)  # 3 runs
+  grads = jnp.asarray(rng.normal(size=(6, 3, 4)), jnp.float32)
+
+  def run(p, gs):
+    s = opt.init(p)
+    for g in gs:
+      u, s = opt.update(g, s, p)
+      p = optax.apply_updates(p, u)
+    return p
+
+  batched = jax.jit(jax.vmap(run, in_axes=(0, 1)))(params, grads)
+  for i in range(3):
+    np.testing.assert_allclose(batched[i], run(params[i], grads[:, i]),
+                               rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize('name', ALIASES)
+def test_eval_shape_init(name):
+  opt = ALIASES[name]()
+  params = {'w': jnp.ones((3, 5), jnp.bfloat16), 'b': jnp.ones((5,))}
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                          params)
+  expected = jax.tree.map(lambda x: (x.shape, x.dtype), opt.init(params))
+  got = jax.tree.map(lambda x: (x.shape, x.dtype),
+                     jax.eval_shape(opt.init, abstract))
+  assert got == expected
+
+
+@pytest.mark.parametrize('adaptive', [False, True])
+def test_none_leaves(adaptive):
+  opt = (pnm_optax.adapnm if adaptive else pnm_optax.pnm)(0.1)
+  params = {'w': jnp.ones((2,)), 'frozen': None}
+  state = opt.init(params)
+  updates, state = jax.jit(opt.update)(
+      {'w': jnp.ones((2,)), 'frozen': None}, state, params)
+  assert updates['frozen'] is None
+  assert updates['w'].shape == (2,) and bool(jnp.all(updates['w'] < 0))
+
+
+def test_masked_transform_with_masked_nodes():
+  """optax.masked: frozen leaves become MaskedNode in the inner state."""
+  opt = optax.chain(
+      optax.masked(pnm_optax.scale_by_pnm(), {'w': True, 'b': False}),
+      optax.scale(-0.1))
+  params = {'w': jnp.ones((3,)), 'b': jnp.ones((2,))}
+  state = opt.init(params)
+  inner = state[0].inner_state
+  assert isinstance(inner.mu_odd['b'], optax.MaskedNode)
+  ref = ReferencePNM([np.ones(3)])
+  for i in range(4):
+    grads = {'w': jnp.full((3,), i + 1.0), 'b': jnp.full((2,), 2.0)}
+    updates, state = jax.jit(opt.update)(grads, state, params)
+    before = ref.params[0].copy()
+    ref.step([np.full(3, i + 1.0)], 0.1)
+    np.testing.assert_allclose(updates['w'], ref.params[0] - before,
+                               rtol=1e-6)
+    np.testing.assert_allclose(updates['b'], -0.2 * np.ones(2), rtol=1e-6)
+
+
+def test_apply_if_finite_skips_bad_steps():
+  opt = optax.apply_if_finite(pnm_optax.pnm(0.1), max_consecutive_errors=3)
+  ref = ReferencePNM([np.zeros(2)])
+  params = jnp.zeros(2)
+  state = opt.init(params)
+  for g in [[1.0, 2.0], [np.nan, 1.0], [0.5, -1.0], [np.inf, 0.0], [1.0, 1.0]]:
+    g = np.asarray(g)
+    updates, state = jax.jit(opt.update)(jnp.asarray(g, jnp.float32), state,
+                                         params)
+    params = optax.apply_updates(params, updates)
+    if np.all(np.isfinite(g)):
+      ref.step([g], 0.1)
+  np.testing.assert_allclose(params, ref.params[0], rtol=1e-6)
+  assert int(state.total_notfinite) == 2
+
+
+def test_mu_dtype_bfloat16():
+  opt = pnm_optax.pnm(0.1, mu_dtype=jnp.bfloat16)
+  ref = ReferencePNM([np.zeros(8)])
+  params = jnp.zeros(8, jnp.float32)
+  state = opt.init(params)
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    g = rng.normal(size=8).astype(np.float32)
+    updates, state = jax.jit(opt.update)(jnp.asarray(g), state, params)
+    params = optax.apply_updates(params, updates)
+    ref.step([g], 0.1)
+  assert state[0].mu_odd.dtype == jnp.bfloat16
+  assert updates.dtype == jnp.float32
+  np.testing.assert_allclose(params, ref.params[0], rtol=2e-2, atol=2e-3)
+
+
+@pytest.mark.parametrize('adaptive', [False, True])
+def test_mismatched_grads_raise(adaptive):
+  opt = (pnm_optax.adapnm if adaptive else pnm_optax.pnm)(0.1)
+  params = {'w': jnp.ones((2, 3)), 'b': jnp.ones((3,))}
+  state = opt.init(params)
+  with pytest.raises(ValueError, match='does not match'):
+    opt.update({'w': jnp.ones((2, 3))}, state, params)
+  with pytest.raises(ValueError, match=r"\['b'\].*\(4,\).*\(3,\)"):
+    opt.update({'w': jnp.ones((2, 3)), 'b': jnp.ones((4,))}, state, params)

@@ -1,0 +1,149 @@
+"""Parity of pnm_optax against the float64 NumPy reference (tests/reference.py)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import pnm_optax
+from reference import ReferencePNM
+
+SHAPES = [(7,), (3, 4), (2, 3, 5), ()]
+STEPS = 200
+RTOL = 1e-5
+
+
+def _grads(rng, dtype=np.float32):
+  if np.dtype(dtype).kind == 'c':
+    return [(rng.normal(size=s) + 1j * rng.normal(size=s)).astype(dtype)
+            for s in SHAPES]
+  return [rng.normal(size=s).astype(dtype) for s in SHAPES]
+
+
+def _rel_err(x, ref):
+  """Relative L2 error of a list of arrays; exact zeros must match exactly."""
+  x, ref = (np.concatenate([np.ravel(np.asarray(a)) for a in xs])
+            for xs in (x, ref))
+  ref_norm = np.linalg.norm(ref)
+  if ref_norm == 0:
+    return np.linalg.norm(x)
+  return np.linalg.norm(x - ref) / ref_norm
+
+
+def _run(opt, ref, lr_at, b0_at=lambda t: None, dtype=np.float32, seed=0):
+  """Runs ``opt`` and the reference on the same gradients for STEPS steps.
+
+  Returns the relative error of the final parameters, the largest relative
+  error of one step's update (the optimizer's output against the reference's
+  parameter change) and the final optimizer state.
+  """
+  rng = np.random.default_rng(seed)
+  params = [jnp.asarray(p, dtype) for p in ref.params]
+  state = opt.init(params)
+
+  @jax.jit
+  def step(params, state, grads):
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state, updates
+
+  worst_step = 0.0
+  for t in range(1, STEPS + 1):
+    grads = _grads(rng, dtype)
+    before = [p.copy() for p in ref.params]
+    ref.step(grads, lr_at(t), b0_at(t))
+    ref_delta = [a - b for a, b in zip(ref.params, before)]
+    params, state, updates = step(params, state, grads)
+    worst_step = max(worst_step, _rel_err(updates, ref_delta))
+  return _rel_err(params, ref.params), worst_step, state
+
+
+def _init_params(seed=1, dtype=np.float32):
+  """Small initial values, so the final error measures the trajectory."""
+  return [0.1 * a for a in _grads(np.random.default_rng(seed), dtype)]
+
+
+def _find(state, cls):
+  return next(s for s in state if isinstance(s, cls))
+
+
+@pytest.mark.parametrize('b0', [0.0, 0.5, 1.0, 2.0])
+@pytest.mark.parametrize('mode', ['decoupled', 'l2'])
+def test_pnm_matches_reference(b0, mode):
+  lr, wd = 0.05, 0.1
+  ref = ReferencePNM(_init_params(), b1=0.9, b0=b0, weight_decay=wd,
+                     decoupled=mode == 'decoupled')
+  opt = pnm_optax.pnm(lr, b1=0.9, b0=b0, weight_decay=wd,
+                      weight_decay_mode=mode)
+  total, worst, state = _run(opt, ref, lambda t: lr)
+  assert total <= RTOL, total
+  assert worst <= RTOL, worst
+  assert int(_find(state, pnm_optax.ScaleByPNMState).count) == STEPS
+
+
+@pytest.mark.parametrize('amsgrad', [True, False])
+@pytest.mark.parametrize('mode', ['decoupled', 'l2'])
+def test_adapnm_matches_reference(amsgrad, mode):
+  lr, wd = 1e-2, 0.05
+  ref = ReferencePNM(_init_params(), adaptive=True, b0=1.0, weight_decay=wd,
+                     decoupled=mode == 'decoupled', amsgrad=amsgrad)
+  opt = pnm_optax.adapnm(lr, amsgrad=amsgrad, weight_decay=wd,
+                         weight_decay_mode=mode)
+  total, worst, _ = _run(opt, ref, lambda t: lr)
+  assert total <= RTOL, total
+  assert worst <= RTOL, worst
+
+
+@pytest.mark.parametrize('adaptive', [False, True])
+def test_schedules_match_reference(adaptive):
+  """The paper's step lr schedule and a linearly annealed b0, at step t - 1."""
+  peak = 0.1 if not adaptive else 3e-3
+
+  def lr_ref(t):
+    return peak * (0.1 if t - 1 >= 60 else 1.0) * (0.1 if t - 1 >= 120 else 1.0)
+
+  def b0_ref(t):
+    return 2.0 - 2.0 * min(t - 1, 150) / 150
+
+  lr = optax.piecewise_constant_schedule(peak, {60: 0.1, 120: 0.1})
+  b0 = optax.linear_schedule(2.0, 0.0, 150)
+  make = pnm_optax.adapnm if adaptive else pnm_optax.pnm
+  opt = make(lr, b0=b0, weight_decay=1e-2)
+  ref = ReferencePNM(_init_params(), adaptive=adaptive, weight_decay=1e-2)
+  total, worst, _ = _run(opt, ref, lr_ref, b0_ref)
+  assert total <= RTOL, total
+  assert worst <= RTOL, worst
+
+
+@pytest.mark.parametrize('adaptive', [False, True])
+def test_complex_params_match_reference(adaptive):
+  """Complex leaves: AdaPNM's second moment uses |g|^2."""
+  init = _init_params(dtype=np.complex64)
+  ref = ReferencePNM(init, adaptive=adaptive)
+  make = pnm_optax.adapnm if adaptive else pnm_optax.pnm
+  total, worst, state = _run(make(1e-2), ref, lambda t: 1e-2,
+                             dtype=np.complex64)
+  assert total <= RTOL, total
+  assert worst <= RTOL, worst
+  if adaptive:
+    assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(
+        _find(state, pnm_optax.ScaleByAdaPNMState).nu))
+
+
+def test_clip_then_pnm_matches_reference():
+  """optax.chain(clip_by_global_norm, pnm) against clipping in NumPy."""
+  max_norm, lr = 1.0, 0.05
+  opt = optax.chain(optax.clip_by_global_norm(max_norm), pnm_optax.pnm(lr))
+  rng = np.random.default_rng(3)
+  ref = ReferencePNM(_init_params())
+  params = [jnp.asarray(p) for p in ref.params]
+  state = opt.init(params)
+  update = jax.jit(opt.update)
+  for _ in range(30):
+    grads = [3 * g for g in _grads(rng)]
+    norm = np.sqrt(sum(np.sum(np.float64(g) ** 2) for g in grads))
+    scale = min(1.0, max_norm / norm)
+    ref.step([np.float64(g) * scale for g in grads], lr)
+    updates, state = update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+  assert _rel_err([np.float64(p) for p in params], ref.params) <= RTOL
