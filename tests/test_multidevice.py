@@ -1,0 +1,227 @@
+"""pnm_optax under pmap, jit with shardings, and jax.distributed.
+
+The suite runs in one process with one CPU device, so everything that needs
+more devices runs in subprocesses (helpers in ``tests/multidevice/``):
+
+* ``eight_devices.py`` with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``
+  measures pmap training, state shardings on a (2, 4) mesh (Auto and Explicit
+  axes) and the collectives in the compiled update; it writes JSON and the
+  tests below assert on it.
+* ``distributed_worker.py`` is started twice as a 2-process
+  ``jax.distributed`` job on 127.0.0.1, plus once on a single device.
+
+The reference for every trajectory is an independent plain ``jit`` run on one
+device over the concatenated (global) batch.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HELPERS = Path(__file__).parent / 'multidevice'
+REPO = Path(__file__).parent.parent
+STEPS = 6  # problem.STEPS
+OPTIMIZERS = ('pnm', 'adapnm')
+AXIS_TYPES = ('auto', 'explicit')
+HLO_CASES = ('scale_by_pnm', 'pnm', 'pnm_schedules_wd', 'adapnm',
+             'adapnm_no_amsgrad_bf16')
+ABSTRACT_INIT_CASES = ('pnm', 'adapnm_no_amsgrad', 'chain_clip_adapnm',
+                       'inject_hyperparams_pnm')
+
+# Data-parallel and single-device runs differ only in float32 reduction order
+# (per-shard means then a cross-device mean, vs one mean over the batch);
+# measured relative errors are ~1e-8 after 6 steps, so 1e-5 leaves a wide
+# margin while still catching any real difference (a wrong step is O(1e-2)).
+TRAJECTORY_RTOL = 1e-5
+SUBPROCESS_TIMEOUT_S = 300
+
+
+def _env(device_count: int | None = None) -> dict:
+  """The current environment, CPU only, with ``device_count`` host devices."""
+  env = dict(os.environ)
+  env['JAX_PLATFORMS'] = 'cpu'
+  flags = [f for f in env.get('XLA_FLAGS', '').split()
+           if not f.startswith('--xla_force_host_platform_device_count')]
+  if device_count is not None:
+    flags.append(f'--xla_force_host_platform_device_count={device_count}')
+  env['XLA_FLAGS'] = ' '.join(flags)
+  env['PYTHONPATH'] = os.pathsep.join(
+      p for p in (str(REPO), env.get('PYTHONPATH')) if p)
+  return env
+
+
+@pytest.fixture(scope='module')
+def eight(tmp_path_factory) -> dict:
+  """Runs ``eight_devices.py`` once; returns its measurements."""
+  out = tmp_path_factory.mktemp('eight_devices') / 'results.json'
+  proc = subprocess.run(
+      [sys.executable, str(HELPERS / 'eight_devices.py'), str(out)],
+      cwd=HELPERS, env=_env(8), capture_output=True, text=True,
+      timeout=SUBPROCESS_TIMEOUT_S)
+  if proc.returncode != 0:
+    pytest.fail(f'eight_devices.py failed (rc {proc.returncode}):\n'
+                f'{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}')
+  return json.loads(out.read_text())
+
+
+def test_every_case_was_measured(eight):
+  assert set(eight['pmap']) == set(OPTIMIZERS)
+  assert set(eight['sharded']) == {f'{a}/{o}' for a in AXIS_TYPES
+                                   for o in OPTIMIZERS}
+  assert set(eight['hlo']) == {f'{a}/{c}' for a in AXIS_TYPES
+                               for c in HLO_CASES}
+  assert set(eight['abstract_init']) == {f'{a}/{c}' for a in AXIS_TYPES
+                                         for c in ABSTRACT_INIT_CASES}
+
+
+# ----------------------------------------------------------------- pmap ---
+
+@pytest.mark.parametrize('name', OPTIMIZERS)
+def test_pmap_trajectory_matches_single_device(eight, name):
+  r = eight['pmap'][name]
+  assert r['devices'] == 8
+  assert r['reference_moved'] > 1e-3, 'the reference run did not train'
+  assert len(r['step_rel_errors']) == STEPS
+  assert max(r['step_rel_errors']) < TRAJECTORY_RTOL, r['step_rel_errors']
+  assert r['state_rel_error'] < TRAJECTORY_RTOL
+
+
+@pytest.mark.parametrize('name', OPTIMIZERS)
+def test_pmap_state_is_replicated(eight, name):
+  r = eight['pmap'][name]
+  assert r['state_leading_dims'] == [8]  # one copy of every leaf per device
+  assert r['param_replica_spread'] == 0.0  # bitwise identical replicas
+  assert r['state_replica_spread'] == 0.0
+
+
+# ------------------------------------------------------------ shardings ---
+
+SHARDED = [f'{a}/{o}' for a in AXIS_TYPES for o in OPTIMIZERS]
+
+
+@pytest.mark.parametrize('case', SHARDED)
+@pytest.mark.parametrize('stage', ['eager_init', 'jit_init_out_shardings',
+                                   'after_steps'])
+def test_state_sharded_like_params(eight, case, stage):
+  """Every buffer has its parameter's sharding; count is replicated."""
+  checked, mismatches = eight['sharded'][case][stage]
+  assert checked == (9 if case.endswith('/pnm') else 17)
+  assert mismatches == []
+
+
+@pytest.mark.parametrize('name', OPTIMIZERS)
+def test_explicit_axes_jit_init_follows_param_types(eight, name):
+  checked, mismatches = eight['sharded'][f'explicit/{name}']['jit_init_types']
+  assert checked > 0 and mismatches == []
+
+
+@pytest.mark.parametrize('case', SHARDED)
+def test_sharded_steps_keep_param_shardings(eight, case):
+  r = eight['sharded'][case]
+  assert r['init_is_zero']
+  assert r['count'] == STEPS
+  assert r['params_moved_shardings'] == []
+
+
+@pytest.mark.parametrize('name', OPTIMIZERS)
+def test_sharded_trajectory_matches_single_device(eight, name):
+  errors = eight['sharded'][f'auto/{name}']['step_rel_errors']
+  assert len(errors) == STEPS
+  assert max(errors) < TRAJECTORY_RTOL, errors
+
+
+@pytest.mark.parametrize('case', [f'{a}/{c}' for a in AXIS_TYPES
+                                  for c in HLO_CASES])
+def test_update_hlo_has_no_collectives(eight, case):
+  r = eight['hlo'][case]
+  assert r['collectives'] == []
+  # It really ran on shards: w1's (8, 8) blocks, never the full (16, 32).
+  assert r['w1_shard_shape_present']
+  assert not r['w1_full_shape_present']
+
+
+@pytest.mark.parametrize('axis_type', AXIS_TYPES)
+def test_collective_search_finds_global_norm_all_reduce(eight, axis_type):
+  """Positive control: clip_by_global_norm must reduce across shards."""
+  assert 'all-reduce' in eight['hlo_control'][axis_type]['collectives']
+
+
+@pytest.mark.parametrize('case', [f'{a}/{c}' for a in AXIS_TYPES
+                                  for c in ABSTRACT_INIT_CASES])
+def test_abstract_init_gives_out_shardings(eight, case):
+  r = eight['abstract_init'][case]
+  assert r['checked'] > 0
+  assert r['mismatches'] == []
+  assert r['as_asked']
+  assert r['same_structure']
+  assert r['values_rel_error'] == 0.0  # same values as an unsharded init
+
+
+# ---------------------------------------------------------- multi-host ---
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _run_all(commands, timeout_s):
+  """Runs commands concurrently; returns (return codes, outputs).
+
+  Every child still running at the deadline (or on any error) is killed.
+  """
+  procs = []
+  try:
+    for command in commands:
+      procs.append(subprocess.Popen(
+          [sys.executable, str(HELPERS / 'distributed_worker.py'), *command],
+          cwd=HELPERS, env=_env(1), stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT, text=True))
+    deadline = time.monotonic() + timeout_s
+    outputs = []
+    for proc in procs:
+      try:
+        outputs.append(proc.communicate(
+            timeout=max(1.0, deadline - time.monotonic()))[0])
+      except subprocess.TimeoutExpired:
+        pytest.fail(f'worker {proc.args} timed out after {timeout_s} s')
+    return [p.returncode for p in procs], outputs
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+
+
+def test_two_processes_train_like_one(tmp_path):
+  """2-process jax.distributed data parallelism equals one process."""
+  port = _free_port()
+  outs = [tmp_path / f'{name}.npz' for name in ('p0', 'p1', 'single')]
+  codes, logs = _run_all(
+      [[str(outs[i]), '--port', str(port), '--process-id', str(i),
+        '--num-processes', '2'] for i in range(2)] + [[str(outs[2])]],
+      timeout_s=SUBPROCESS_TIMEOUT_S)
+  assert codes == [0, 0, 0], '\n'.join(log[-3000:] for log in logs)
+
+  p0, p1, single = (dict(np.load(path)) for path in outs)
+  assert int(p0['global_devices']) == int(p1['global_devices']) == 2
+  assert int(single['global_devices']) == 1
+  assert int(p0['count']) == int(p1['count']) == int(single['count']) == STEPS
+  names = ['w1', 'b1', 'w2', 'b2']
+  for name in names:  # both processes hold bitwise identical parameters
+    np.testing.assert_array_equal(p0[name], p1[name])
+  flat = lambda d: np.concatenate([d[n].ravel().astype(np.float64)
+                                   for n in names])
+  rel = np.linalg.norm(flat(p0) - flat(single)) / np.linalg.norm(flat(single))
+  assert rel < TRAJECTORY_RTOL
+
+  init = {n: single[f'init_{n}'] for n in names}
+  assert np.linalg.norm(flat(single) - flat(init)) > 1e-3 * np.linalg.norm(
+      flat(init)), 'the run did not train'
