@@ -3,10 +3,13 @@
 The suite runs in one process with one CPU device, so everything that needs
 more devices runs in subprocesses (helpers in ``tests/multidevice/``):
 
-* ``eight_devices.py`` with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``
-  measures pmap training, state shardings on a (2, 4) mesh (Auto and Explicit
-  axes) and the collectives in the compiled update; it writes JSON and the
-  tests below assert on it.
+* ``eight_devices.py``, with 8 CPU devices
+  (``XLA_FLAGS=--xla_force_host_platform_device_count=8``), measures pmap
+  training, state shardings on a (2, 4) mesh (Auto and Explicit axes) and
+  the collectives in the compiled update; it writes JSON and the tests below
+  assert on it.
+* ``benchmarks/sharded_training.py`` (the example) runs once with 4 fake
+  devices as a smoke test of the documented command.
 * ``distributed_worker.py`` is started twice as a 2-process
   ``jax.distributed`` job on 127.0.0.1, plus once on a single device.
 
@@ -225,3 +228,27 @@ def test_two_processes_train_like_one(tmp_path):
   init = {n: single[f'init_{n}'] for n in names}
   assert np.linalg.norm(flat(single) - flat(init)) > 1e-3 * np.linalg.norm(
       flat(init)), 'the run did not train'
+
+
+# ------------------------------------------------------------- example ---
+
+def test_example_script_runs_and_agrees(tmp_path):
+  """The documented example, small: every mode matches the single device."""
+  proc = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.sharded_training',
+       '--fake-devices', '4', '--steps', '3', '--hidden', '64',
+       '--batch', '32'],
+      cwd=REPO, env=_env(), capture_output=True, text=True,
+      timeout=SUBPROCESS_TIMEOUT_S)
+  assert proc.returncode == 0, proc.stderr[-6000:]
+  assert 'backend cpu: 4 devices' in proc.stdout
+  rows = {}
+  for line in proc.stdout.splitlines():
+    cells = [c.strip() for c in line.strip().strip('|').split('|')]
+    if cells[0] in ('single', 'pmap', 'dp', 'fsdp'):
+      rows[cells[0]] = cells
+  assert set(rows) == {'single', 'pmap', 'dp', 'fsdp'}, proc.stdout
+  for mode, cells in rows.items():
+    assert float(cells[4]) < TRAJECTORY_RTOL, (mode, cells)  # vs single
+  # FSDP shards the optimizer state: less of it on device 0 than replicated.
+  assert float(rows['fsdp'][5]) < float(rows['dp'][5]) / 2

@@ -2,7 +2,8 @@
 
 Usage::
 
-  python distributed_worker.py OUT.npz --port PORT --process-id I --num-processes N
+  python distributed_worker.py OUT.npz --port PORT --process-id I \\
+      --num-processes N
   python distributed_worker.py OUT.npz            # single process, one device
 
 With ``--port`` it joins a ``jax.distributed`` job on 127.0.0.1 (one CPU
