@@ -1,0 +1,55 @@
+"""PyTorch optimizers for the speed comparison (imported only if torch is).
+
+:class:`TorchPNM` is written from the PNM spec in the style of the authors'
+reference code: a Python loop over parameters, in-place tensor ops, and the
+buffer pair swapped by step parity. It is what a PyTorch user would run.
+"""
+
+import math
+
+import torch
+
+
+class TorchPNM(torch.optim.Optimizer):
+  """Stochastic PNM, per-parameter loop (decoupled weight decay)."""
+
+  def __init__(self, params, lr: float, betas=(0.9, 1.0),
+               weight_decay: float = 0.0):
+    super().__init__(params, dict(lr=lr, betas=betas,
+                                  weight_decay=weight_decay))
+
+  @torch.no_grad()
+  def step(self, closure=None):
+    for group in self.param_groups:
+      beta1, beta0 = group['betas']
+      noise_norm = math.sqrt((1 + beta0) ** 2 + beta0 ** 2)
+      for p in group['params']:
+        if p.grad is None:
+          continue
+        if group['weight_decay'] != 0:
+          p.mul_(1 - group['lr'] * group['weight_decay'])
+        state = self.state[p]
+        if not state:
+          state['step'] = 0
+          state['pos_momentum'] = torch.zeros_like(p)
+          state['neg_momentum'] = torch.zeros_like(p)
+        state['step'] += 1
+        if state['step'] % 2 == 1:
+          pos, neg = state['pos_momentum'], state['neg_momentum']
+        else:
+          pos, neg = state['neg_momentum'], state['pos_momentum']
+        pos.mul_(beta1 ** 2).add_(p.grad, alpha=1 - beta1 ** 2)
+        delta = pos.mul(1 + beta0).add_(neg, alpha=-beta0).mul_(1 / noise_norm)
+        p.add_(delta, alpha=-group['lr'])
+
+
+def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+  """``torch_sgd_foreach``, ``torch_sgd_fused`` (momentum 0.9) or
+  ``torch_pnm``."""
+  if name == 'torch_sgd_foreach':
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, foreach=True)
+  if name == 'torch_sgd_fused':
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, fused=True)
+  if name == 'torch_pnm':
+    return TorchPNM(params, lr=lr)
+  raise ValueError(f'unknown torch optimizer {name!r}')
