@@ -2,7 +2,8 @@
 
 Each notebook runs in a fresh ipykernel started with this interpreter
 (``sys.executable``), from ``notebooks/`` with the repository root on
-``PYTHONPATH``, ``PNM_FAST=1``, ``MPLBACKEND=Agg`` and ``JAX_PLATFORMS=cpu``.
+``PYTHONPATH``, ``PNM_FAST=1``, ``JAX_PLATFORMS=cpu`` and matplotlib's
+headless inline backend (figures are rendered to PNG outputs).
 A cell prepended by the test (never committed) refuses every non-loopback
 socket connection, and proxies point at a dead local port, so any download
 fails the run. Any cell error fails the test; the results each notebook
@@ -13,6 +14,7 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import sys
 
 import nbformat
@@ -56,7 +58,9 @@ def kernel_env(tmp_path, monkeypatch):
   monkeypatch.setenv('PYTHONPATH', str(ROOT), prepend=os.pathsep)
   for name, value in {
       'PNM_FAST': '1',
-      'MPLBACKEND': 'Agg',
+      # Headless, yet every figure is rendered (to PNG outputs), so plotting
+      # errors surface; plain Agg would make plt.show() a no-op.
+      'MPLBACKEND': 'module://matplotlib_inline.backend_inline',
       'JAX_PLATFORMS': 'cpu',
       'HTTP_PROXY': 'http://127.0.0.1:9',
       'HTTPS_PROXY': 'http://127.0.0.1:9',
@@ -113,8 +117,36 @@ def check_quickstart(summary: dict) -> None:
   assert len(summary['b0_test_accuracy']) == 3
 
 
+def check_cifar10(summary: dict) -> None:
+  # FAST mode switched to the offline digits data and a tiny budget.
+  assert summary['fast'] is True
+  assert (summary['dataset'], summary['epochs'], summary['seeds']) == (
+      'digits', 2, [0])
+  names = ['pnm', 'adapnm', 'sgdm', 'adam', 'adamw']
+  assert sorted(summary['test_error_mean']) == sorted(names)
+  for name in names:
+    first, last = summary['train_loss_mean'][name]
+    assert math.isfinite(last) and last < first, (name, first, last)
+  # The files the benchmark wrote agree with what the notebook reported:
+  # final test error recomputed from the per-seed curves in the JSON.
+  json_path = pathlib.Path(summary['json_path'])
+  png_path = pathlib.Path(summary['png_path'])
+  assert json_path.parent.name.startswith('pnm_notebook_'), json_path
+  try:
+    written = json.loads(json_path.read_text())
+    for name in names:
+      per_seed = [c[-1] for c in written['curves'][name]['test_error']]
+      assert summary['test_error_mean'][name] == pytest.approx(
+          np.mean(per_seed)), name
+      assert 0.0 <= np.mean(per_seed) <= 1.0
+    assert png_path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  finally:
+    shutil.rmtree(json_path.parent, ignore_errors=True)  # FAST: a temp dir
+
+
 CHECKS = {
     'quickstart.ipynb': check_quickstart,
+    'cifar10_pnm_vs_sgd.ipynb': check_cifar10,
 }
 
 
@@ -160,4 +192,7 @@ def test_guard_blocks_network(kernel_env):
 @pytest.mark.parametrize('name', NOTEBOOKS)
 def test_notebook_runs_fast_on_cpu(name, kernel_env):
   nb = execute(nbformat.read(NOTEBOOK_DIR / name, as_version=4))
+  images = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs
+            if 'image/png' in o.get('data', {})]
+  assert images, 'no figure was rendered'
   CHECKS[name](summary_of(nb))
