@@ -19,8 +19,9 @@ Runs unchanged on CPU, GPU or TPU hosts, and across hosts::
   python -m benchmarks.sharded_training --coordinator-address HOST:PORT \\
       --num-processes 2 --process-id 0
 
-Step times are medians over the steps after the first (compilation); fake CPU
-devices share the host's cores, so their times say nothing about speed-ups.
+Step times are medians over the steps after the first two (which include
+compilation: pmap compiles again on its second call); fake CPU devices share
+the host's cores, so their times say nothing about speed-ups.
 """
 
 import argparse
@@ -78,6 +79,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 import pnm_optax  # noqa: E402
 
 IN_DIM, CLASSES = 64, 10
+WARMUP = 2  # steps left out of the timing: they include compilation
 # FSDP + tensor parallel: column- then row-parallel hidden layers on 'model',
 # the other weight dimension FSDP-sharded on 'data'.
 FSDP_SPECS = {
@@ -168,13 +170,14 @@ def run_single(opt, params0, batches):
   """Reference: one device, the whole global batch."""
   device = jax.local_devices()[0]
   params = jax.device_put(params0, device)
-  state = opt.init(params)
+  # Committed like the step's outputs, so step 2 does not compile again.
+  state = jax.device_put(opt.init(params), device)
   step = jax.jit(train_step_fn(opt), donate_argnums=(0, 1))
   params, state, losses, times = _timed_loop(
       step, params, state, ((jax.device_put(x, device),
                              jax.device_put(y, device)) for x, y in batches))
-  return jax.tree.map(np.asarray, params), losses, times, \
-      _state_bytes_on_first_device(state)
+  return (jax.tree.map(np.asarray, params), losses, times,
+          _state_bytes_on_first_device(state))
 
 
 def run_pmap(opt, params0, batches):
@@ -187,7 +190,7 @@ def run_pmap(opt, params0, batches):
     return optax.apply_updates(params, updates), state, loss
   p_step = jax.pmap(step, axis_name='batch', donate_argnums=(0, 1))
   params = jax.tree.map(lambda a: np.broadcast_to(a, (n_local,) + a.shape),
-                        params0)
+                        params0)  # host arrays, one copy per device
   state = jax.pmap(opt.init)(params)
   mine = slice(jax.process_index() * n_local,
                (jax.process_index() + 1) * n_local)
@@ -198,8 +201,8 @@ def run_pmap(opt, params0, batches):
   params, state, losses, times = _timed_loop(
       p_step, params, state, ((local(x), local(y)) for x, y in batches),
       first_copy=_first_replica)
-  return jax.tree.map(_first_replica, params), losses, times, \
-      _state_bytes_on_first_device(state)
+  return (jax.tree.map(_first_replica, params), losses, times,
+          _state_bytes_on_first_device(state))
 
 
 def _put_global(value, sharding):
@@ -231,8 +234,8 @@ def run_mesh(opt, params0, batches, mesh, specs):
                              _put_global(y, batch_sharding))
                             for x, y in batches))
   params = jax.jit(lambda p: p, out_shardings=replicated)(params)  # gather
-  return jax.tree.map(_first_copy, params), losses, times, \
-      _state_bytes_on_first_device(state)
+  return (jax.tree.map(_first_copy, params), losses, times,
+          _state_bytes_on_first_device(state))
 
 
 # --------------------------------------------------------------- main ---
@@ -297,13 +300,15 @@ def main(args) -> None:
             'dp': f'mesh data={n}',
             'fsdp': f'mesh data={n // model_axis} x model={model_axis}'}
   ref = results.get('single')
-  base_ms = np.median(ref[2][1:]) * 1e3 if ref and args.steps > 1 else None
+  base_ms = (np.median(ref[2][WARMUP:]) * 1e3
+             if ref and args.steps > WARMUP else None)
   say('\n| mode | layout | first loss | final loss | rel. diff. vs single '
       '| opt. state on device 0 (KiB) | median step (ms) | vs single |')
   say('|---|---|---|---|---|---|---|---|')
   for mode, (params, losses, times, state_bytes) in results.items():
     diff = f'{_rel_err(params, ref[0]):.1e}' if ref else 'n/a'
-    ms = np.median(times[1:]) * 1e3 if len(times) > 1 else float('nan')
+    ms = (np.median(times[WARMUP:]) * 1e3 if len(times) > WARMUP
+          else float('nan'))
     ratio = f'{ms / base_ms:.2f}x' if base_ms else 'n/a'
     say(f'| {mode} | {layout[mode]} | {losses[0]:.4f} | {losses[-1]:.4f} | '
         f'{diff} | {state_bytes / 1024:.1f} | {ms:.2f} | {ratio} |')
