@@ -434,7 +434,7 @@ CIFAR = [
         os.makedirs(DATA_DIR, exist_ok=True)
         archive, _ = urllib.request.urlretrieve(CIFAR10_URL, os.path.join(DATA_DIR, "cifar10.tar.gz"))
         with tarfile.open(archive) as tar:
-            tar.extractall(DATA_DIR)
+            tar.extractall(DATA_DIR, filter="data")
         os.remove(archive)
     '''),
     md('''
