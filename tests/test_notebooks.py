@@ -56,6 +56,9 @@ def kernel_env(tmp_path, monkeypatch):
   kernelspec.write_kernel_spec(tmp_path / 'kernels' / KERNEL)
   monkeypatch.setenv('JUPYTER_PATH', str(tmp_path), prepend=os.pathsep)
   monkeypatch.setenv('PYTHONPATH', str(ROOT), prepend=os.pathsep)
+  # Kernel files and IPython profile (startup scripts) stay out of $HOME.
+  monkeypatch.setenv('JUPYTER_RUNTIME_DIR', str(tmp_path / 'runtime'))
+  monkeypatch.setenv('IPYTHONDIR', str(tmp_path / 'ipython'))
   for name, value in {
       'PNM_FAST': '1',
       # Headless, yet every figure is rendered (to PNG outputs), so plotting
