@@ -17,12 +17,11 @@ import pathlib
 import shutil
 import sys
 
+from ipykernel import kernelspec
+import nbclient
 import nbformat
 import numpy as np
 import pytest
-
-nbclient = pytest.importorskip('nbclient')
-kernelspec = pytest.importorskip('ipykernel.kernelspec')
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / 'notebooks'
