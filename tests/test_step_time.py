@@ -110,8 +110,11 @@ def test_smoke_run_writes_table_json_and_plot(tmp_path, capsys):
     assert row['compile_s'] > 0
     assert row['floor_words'] == {'sgdm': 5, 'pnm': 6, 'amsgrad': 9,
                                   'adapnm': 10}[name]
+    fastest = min(row['device_s'], row['dispatched_s'])
     assert row['floor_gbps'] == pytest.approx(
-        row['floor_words'] * 4 * 1000 / row['device_s'] / 1e9)
+        row['floor_words'] * 4 * 1000 / fastest / 1e9)
+    assert row['floor_pct_copy'] == pytest.approx(
+        100 * row['floor_gbps'] / saved['copy_gbps'])
     assert name in stdout
   # A ratio against itself, round by round, is exactly one.
   assert rows['sgdm']['device_x_sgdm'] == 1.0
