@@ -165,6 +165,20 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
   raise ValueError(f"unknown dataset {name!r}; choose 'digits' or 'cifar10'")
 
 
+def holdout_validation(dataset: Dataset, fraction: float,
+                       seed: int = 0) -> Dataset:
+  """Replaces the test set by a stratified ``fraction`` of the training set,
+  for tuning hyperparameters without looking at the test set."""
+  from sklearn.model_selection import train_test_split
+
+  x_train, x_val, y_train, y_val = train_test_split(
+      dataset.x_train, dataset.y_train, test_size=fraction,
+      random_state=seed, stratify=dataset.y_train)
+  return dataclasses.replace(dataset, name=dataset.name + '-validation',
+                             x_train=x_train, y_train=y_train, x_test=x_val,
+                             y_test=y_val)
+
+
 def normalize(images: jax.Array, dataset: Dataset) -> jax.Array:
   """uint8 images to float32 ``(x / 255 - mean) / std``; floats unchanged."""
   if images.dtype != jnp.uint8:
@@ -195,7 +209,7 @@ def random_crop_flip(key: jax.Array, images: jax.Array,
 
 __all__ = [
     'CIFAR10_HELP', 'CIFAR10_MEAN', 'CIFAR10_STD', 'Dataset',
-    'DatasetUnavailableError', 'load_cifar10', 'load_cifar10_pickles',
+    'DatasetUnavailableError', 'holdout_validation', 'load_cifar10', 'load_cifar10_pickles',
     'load_dataset', 'load_digits', 'normalize', 'parse_cifar_batch',
     'random_crop_flip'
 ]

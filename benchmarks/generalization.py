@@ -284,9 +284,10 @@ def curves_by_optimizer(runs: dict, epochs: int) -> dict:
 
 def format_table(summary: dict, cfg: dict) -> str:
   """Markdown table of test error (%) mean +- std over seeds."""
+  split = cfg.get('evaluated_on', 'test')
   rows = [
-      '| optimizer | lr | weight decay | final test error % | '
-      'best test error % | final train loss | s/run (median) |',
+      f'| optimizer | lr | weight decay | final {split} error % | '
+      f'best {split} error % | final train loss | s/run (median) |',
       '|---|---|---|---|---|---|---|',
   ]
   for name, s in summary.items():
@@ -300,13 +301,24 @@ def format_table(summary: dict, cfg: dict) -> str:
   return '\n'.join(rows)
 
 
+def _cpu_name() -> str:
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
 def environment() -> dict:
   """Machine and library versions, recorded with every result."""
   import flax
   return {
       'python': platform.python_version(),
       'platform': platform.platform(),
-      'processor': platform.processor() or platform.machine(),
+      'processor': _cpu_name(),
       'cpu_count': os.cpu_count(),
       'jax': jax.__version__,
       'jax_backend': jax.default_backend(),
@@ -327,7 +339,7 @@ def plot_curves(curves: dict, path: str, title: str) -> None:
 
   panels = (('train_loss', 'training loss', True),
             ('train_error', 'training error', False),
-            ('test_error', 'test error', False))
+            ('test_error', 'test error (log scale)', True))
   fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
   for ax, (key, label, log) in zip(axes, panels):
     for name, c in curves.items():
@@ -385,6 +397,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       default=None, dest='max_steps_per_epoch',
                       help='cap on steps per epoch (small budgets, smoke '
                       'tests)')
+  parser.add_argument('--validation-fraction', type=float, default=0.0,
+                      help='if > 0, hold out this stratified fraction of the '
+                      'training set and evaluate on it instead of the test '
+                      'set (for tuning hyperparameters)')
   parser.add_argument('--data-dir', default=None,
                       help='where CIFAR-10 lives (see benchmarks/data.py)')
   parser.add_argument('--out', default=os.path.join('results',
@@ -448,7 +464,11 @@ def main(argv: list[str] | None = None) -> dict:
   if args.seeds < 1:
     raise ValueError('--seeds must be >= 1')
   dataset = data_lib.load_dataset(args.dataset, args.data_dir)
+  if args.validation_fraction > 0:
+    dataset = data_lib.holdout_validation(dataset, args.validation_fraction)
   cfg = build_config(args, dataset.x_train.shape[0])
+  cfg['evaluated_on'] = ('validation' if args.validation_fraction > 0
+                         else 'test')
   env = environment()
   total_steps = cfg['epochs'] * cfg['steps_per_epoch']
   multiplier = lr_multiplier(cfg['schedule'], total_steps,
@@ -456,7 +476,8 @@ def main(argv: list[str] | None = None) -> dict:
   arrays = tuple(jnp.asarray(a) for a in (dataset.x_train, dataset.y_train,
                                           dataset.x_test, dataset.y_test))
   print(f"{cfg['dataset']}: {dataset.x_train.shape[0]} train / "
-        f"{dataset.x_test.shape[0]} test images; model {cfg['model']}; "
+        f"{dataset.x_test.shape[0]} {cfg['evaluated_on']} images; "
+        f"model {cfg['model']}; "
         f"{cfg['epochs']} epochs x {cfg['steps_per_epoch']} steps of "
         f"{cfg['batch_size']}; schedule {cfg['schedule']}; "
         f"seeds {cfg['seeds']}; b0 {cfg['b0']}")
@@ -477,12 +498,13 @@ def main(argv: list[str] | None = None) -> dict:
   summary = summarize(runs)
   curves = curves_by_optimizer(runs, cfg['epochs'])
   table = format_table(summary, cfg)
-  print(f"\nTest error after {cfg['epochs']} epochs, mean +- std over "
+  print(f"\n{cfg['evaluated_on'].capitalize()} error after {cfg['epochs']} "
+        f"epochs, mean +- std over "
         f"{len(cfg['seeds'])} seeds ({cfg['dataset']}, {cfg['model']}):")
   print(table)
 
   os.makedirs(args.out, exist_ok=True)
-  stem = os.path.join(args.out, f"{cfg['dataset']}_{cfg['model']}")
+  stem = os.path.join(args.out, f"{dataset.name}_{cfg['model']}")
   results = {'config': cfg, 'environment': env, 'summary': summary,
              'curves': curves, 'table': table,
              'json_path': stem + '.json',

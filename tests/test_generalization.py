@@ -96,7 +96,7 @@ def _tree(seed):
 
 def _run(name, hp, b0, steps=4):
   """Runs the benchmark's optimizer for ``steps`` on float64 NumPy trees."""
-  with jax.enable_x64():
+  with jax.enable_x64(True):
     tx = gen.make_optimizer(name, hp, lambda step: 1.0, b0)
     params = jax.tree.map(jnp.asarray, _tree(0))
     state = tx.init(params)
@@ -297,3 +297,17 @@ def test_small_models_train_mode_updates_only_batch_stats(name):
   changed = [not np.array_equal(a, b) for a, b in
              zip(jax.tree.leaves(rest), jax.tree.leaves(rest2))]
   assert all(changed) if name == 'cnn' else not changed
+
+
+def test_validation_holdout_comes_from_the_training_set_only():
+  full = data_lib.load_digits()
+  ds = data_lib.holdout_validation(full, 0.2)
+  assert ds.x_train.shape[0] + ds.x_test.shape[0] == full.x_train.shape[0]
+  assert ds.x_test.shape[0] == round(0.2 * full.x_train.shape[0])
+  pool = sorted(x.tobytes() + y.tobytes()
+                for x, y in zip(full.x_train, full.y_train))
+  split = sorted(x.tobytes() + y.tobytes() for x, y in
+                 zip(np.concatenate([ds.x_train, ds.x_test]),
+                     np.concatenate([ds.y_train, ds.y_test])))
+  assert pool == split  # a partition of the training set, test untouched
+  assert ds.name == 'digits-validation'
