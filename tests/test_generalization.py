@@ -2,6 +2,7 @@
 loaders (digits and a CIFAR-10 copy the test writes), models."""
 
 import json
+import math
 import os
 import pickle
 import subprocess
@@ -303,7 +304,7 @@ def test_validation_holdout_comes_from_the_training_set_only():
   full = data_lib.load_digits()
   ds = data_lib.holdout_validation(full, 0.2)
   assert ds.x_train.shape[0] + ds.x_test.shape[0] == full.x_train.shape[0]
-  assert ds.x_test.shape[0] == round(0.2 * full.x_train.shape[0])
+  assert ds.x_test.shape[0] == math.ceil(0.2 * full.x_train.shape[0])
   pool = sorted(x.tobytes() + y.tobytes()
                 for x, y in zip(full.x_train, full.y_train))
   split = sorted(x.tobytes() + y.tobytes() for x, y in
