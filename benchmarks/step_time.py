@@ -703,7 +703,8 @@ def main(argv=None) -> dict:
     from benchmarks import layouts  # pylint: disable=g-import-not-at-top
     print()
     result['layouts'] = layouts.run(parse_size(args.layout_size),
-                                    args.repeats, args.target_time)
+                                    args.repeats, args.target_time,
+                                    progress=not args.no_progress)
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, 'step_time.json'), 'w') as f:
     json.dump(result, f, indent=1)
