@@ -19,8 +19,9 @@ written, decides whether XLA updates the buffers in place and fuses the step:
   coefficients picked by parity (no per-element selects).
 * ``core``: :func:`pnm_optax.scale_by_pnm` as it is now.
 
-AdaPNM is timed in its core form next to ``optax.amsgrad`` and
-``optax.adam``. Every alternative is checked to give the core's updates.
+AdaPNM (AMSGrad) is timed with the two fixed-slot PN forms and in its core
+form next to ``optax.amsgrad`` and ``optax.adam``. Every alternative is
+checked to give the core's updates.
 """
 
 import argparse
@@ -142,6 +143,34 @@ PNM_LAYOUTS = {
 }
 
 
+B2, EPS = 0.999, 1e-8
+
+
+def _adapnm(pn_step: Callable) -> Callable:
+  """An AdaPNM (AMSGrad) leaf step around a PN kernel on fixed slots."""
+  def step_leaf(g, s, odd, count):
+    a, b, v, v_max = s
+    direction, (a, b) = pn_step(g, (a, b), odd, count)
+    t = (count + 1).astype(jnp.float32)
+    inv_bc1 = 1 / (1 - B1 ** t)
+    inv_sqrt_bc2 = 1 / jnp.sqrt(1 - B2 ** t)
+    v = B2 * v + (1 - B2) * g * g
+    v_max = jnp.maximum(v_max, v)
+    denom = jnp.sqrt(v_max) * inv_sqrt_bc2 + EPS
+    return direction / denom * inv_bc1, (a, b, v, v_max)
+  return step_leaf
+
+
+def _four(p):
+  return tuple(jnp.zeros_like(p) for _ in range(4))
+
+
+ADAPNM_LAYOUTS = {
+    'where_pos_neg': (_four, _adapnm(_where_pos_neg)),
+    'where_coef': (_four, _adapnm(_where_coef)),
+}
+
+
 def optimizers(learning_rate: float = step_time.LEARNING_RATE):
   """``name -> (GradientTransformation, reference name)``."""
   lr = optax.scale_by_learning_rate(learning_rate)
@@ -152,7 +181,11 @@ def optimizers(learning_rate: float = step_time.LEARNING_RATE):
   opts['pnm core'] = (pnm_optax.pnm(learning_rate, b1=B1, b0=B0), None)
   opts['amsgrad'] = (optax.amsgrad(learning_rate), None)
   opts['adam'] = (optax.adam(learning_rate), None)
-  opts['adapnm core'] = (pnm_optax.adapnm(learning_rate, b1=B1, b0=B0), None)
+  for name, (init_leaf, step_leaf) in ADAPNM_LAYOUTS.items():
+    opts[f'adapnm {name}'] = (optax.chain(_layout(init_leaf, step_leaf), lr),
+                              'adapnm core')
+  opts['adapnm core'] = (pnm_optax.adapnm(learning_rate, b1=B1, b2=B2, b0=B0,
+                                          eps=EPS), None)
   return opts
 
 
@@ -231,7 +264,7 @@ def run(num_params: int, repeats: int, target_s: float,
   table = step_time.markdown_table(
       ('layout', 'device ms', 'x sgdm', 'dispatch ms', 'x sgdm', 'x amsgrad',
        'XLA w', 'copies', 'vs core'), lines)
-  print(f'# PNM layouts, one float32 leaf of {step_time.size_label(num_params)}'
+  print(f'# PNM/AdaPNM layouts, one float32 leaf of {step_time.size_label(num_params)}'
         f' ({num_params:,}) params; medians of {repeats} rounds; ratios per '
         'round. XLA w = bytes accessed per step (XLA cost analysis) / 4 / '
         'params; copies = array copy instructions in the optimized HLO; vs '

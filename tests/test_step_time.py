@@ -134,12 +134,14 @@ def test_smoke_run_without_torch(tmp_path, capsys, monkeypatch):
 
 
 def test_layout_alternatives_compute_the_same_updates():
-  names = ['sgdm', 'pnm core'] + [f'pnm {n}' for n in layouts.PNM_LAYOUTS]
+  alternatives = ([f'pnm {n}' for n in layouts.PNM_LAYOUTS]
+                  + [f'adapnm {n}' for n in layouts.ADAPNM_LAYOUTS])
+  names = ['sgdm', 'pnm core', 'adapnm core'] + alternatives
   result = layouts.run(4096, repeats=1, target_s=0.001, names=names,
                        progress=False)
   rows = {r['layout']: r for r in result['rows']}
   assert set(rows) == set(names)
-  for name in names[2:]:
+  for name in alternatives:
     assert rows[name]['max_rel_dev_from_core'] < 1e-5, name
   # Buffers returned swapped cannot stay in their donated slots.
   assert rows['pnm swapped']['hlo_array_copies'] > 0
