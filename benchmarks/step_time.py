@@ -429,8 +429,7 @@ def machine_info() -> dict:
           '%Y-%m-%d %H:%M UTC'),
       command=' '.join(['python -m benchmarks.step_time'] + sys.argv[1:]),
       python=platform.python_version(),
-      jax=jax.__version__, jaxlib=getattr(jax.lib, '__version__', None)
-      or _jaxlib_version(), optax=optax.__version__,
+      jax=jax.__version__, jaxlib=_jaxlib_version(), optax=optax.__version__,
       pnm_optax=pnm_optax.__version__, numpy=np.__version__,
       backend=jax.default_backend(),
       device=str(jax.devices()[0].device_kind),
