@@ -6,7 +6,8 @@ after every epoch, prints a table of test error mean +- std over seeds, and
 writes a JSON of all results and a PNG of the training/test curves.
 
 The default (``python -m benchmarks.generalization``) needs no download:
-scikit-learn's bundled 8x8 digits with a small CNN. ``--dataset cifar10``
+scikit-learn's bundled 8x8 digits with a small MLP (``--model cnn`` for a
+small CNN). ``--dataset cifar10``
 runs the paper's setting (ResNet-18, batch 128, 200 epochs, learning rate
 divided by 10 at epochs 80 and 160, weight decay 5e-4) when CIFAR-10 is on
 disk; see ``benchmarks/data.py`` for the accepted layouts.
@@ -19,7 +20,6 @@ overridden with ``--hparams '{"pnm": {"lr": 0.5}, "adam": {"lr": 3e-4}}'``
 import argparse
 import functools
 import json
-import math
 import os
 import platform
 import sys
@@ -201,8 +201,8 @@ def make_runner(opt_name: str, cfg: dict, dataset, multiplier) -> Callable:
 
   The jitted step and evaluation are built once and shared by all seeds.
   """
-  template = models_lib.make_model(cfg['model'], dataset.image_shape,
-                                   dataset.num_classes, 0)
+  template = nnx.eval_shape(lambda: models_lib.make_model(
+      cfg['model'], dataset.image_shape, dataset.num_classes, 0))
   graphdef = nnx.split(template, nnx.Param, ...)[0]
   mask = kernels_only if cfg['decay_mask'] == 'kernels' else None
   tx = make_optimizer(opt_name, cfg['hparams'][opt_name], multiplier,
