@@ -111,7 +111,8 @@ def save(directory: str, state) -> None:
 def restore(directory: str, name: str):
   """Restores into the structure of a freshly built state."""
   graphdef, fresh = initial_state(name)
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, fresh)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                          fresh)
   checkpointer = ocp.StandardCheckpointer()
   state = checkpointer.restore(directory, abstract)
   checkpointer.close()

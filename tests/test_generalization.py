@@ -243,6 +243,78 @@ def test_missing_cifar10_fails_with_a_clear_message(tmp_path):
   assert 'Traceback' not in proc.stderr
 
 
+def _fake_split(n, seed):
+  rng = np.random.default_rng(seed)
+  return (rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8),
+          rng.integers(0, 10, size=n))
+
+
+def test_cifar10_tfds_branch_never_asks_to_download(tmp_path, monkeypatch):
+  """A stand-in ``tensorflow_datasets`` records the call: the loader passes
+  download=False and converts the arrays; an unprepared copy is 'absent'."""
+  import types
+  splits = {'train': _fake_split(6, 0), 'test': _fake_split(4, 1)}
+  calls = []
+
+  def load(name, split, batch_size, data_dir, download):
+    calls.append((name, split, batch_size, data_dir, download))
+    if data_dir == 'unprepared':
+      raise AssertionError('dataset not prepared')  # tfds raises variously
+    images, labels = splits[split]
+    return {'image': images, 'label': labels}
+
+  fake = types.SimpleNamespace(load=load, as_numpy=lambda tree: tree)
+  monkeypatch.setitem(sys.modules, 'tensorflow_datasets', fake)
+  ds = data_lib.load_dataset('cifar10', str(tmp_path))
+  assert calls and all(c[0] == 'cifar10' and c[4] is False for c in calls)
+  assert [c[1] for c in calls] == ['train', 'test']
+  np.testing.assert_array_equal(ds.x_train, splits['train'][0])
+  np.testing.assert_array_equal(ds.y_test, splits['test'][1])
+  assert ds.y_train.dtype == np.int32 and ds.augment
+  with pytest.raises(data_lib.DatasetUnavailableError):
+    data_lib.load_dataset('cifar10', 'unprepared')
+
+
+def test_cifar10_hugging_face_save_to_disk_branch(tmp_path, monkeypatch):
+  """A stand-in ``datasets`` module: load_from_disk is used only when the
+  directory holds a ``save_to_disk`` copy (dataset_dict.json)."""
+  import types
+  splits = {'train': _fake_split(5, 2), 'test': _fake_split(3, 3)}
+
+  class Split:
+    def __init__(self, images, labels):
+      self.column_names = ['img', 'label']
+      self._columns = {'img': images, 'label': labels}
+
+    def __getitem__(self, key):
+      return self._columns[key]
+
+  class DatasetDict(dict):
+    def with_format(self, kind):
+      assert kind == 'numpy'
+      return self
+
+  loaded = []
+
+  def load_from_disk(path):
+    loaded.append(path)
+    return DatasetDict({k: Split(*v) for k, v in splits.items()})
+
+  monkeypatch.setitem(sys.modules, 'datasets',
+                      types.SimpleNamespace(load_from_disk=load_from_disk))
+  monkeypatch.setitem(sys.modules, 'tensorflow_datasets', None)  # absent
+  with pytest.raises(data_lib.DatasetUnavailableError):
+    data_lib.load_dataset('cifar10', str(tmp_path))
+  assert not loaded
+  (tmp_path / 'dataset_dict.json').write_text('{"splits": ["train", "test"]}')
+  ds = data_lib.load_dataset('cifar10', str(tmp_path))
+  assert loaded == [str(tmp_path)]
+  np.testing.assert_array_equal(ds.x_train, splits['train'][0])
+  np.testing.assert_array_equal(ds.x_test, splits['test'][0])
+  np.testing.assert_array_equal(ds.y_train, splits['train'][1])
+  assert ds.x_train.dtype == np.uint8 and ds.y_test.dtype == np.int32
+
+
 def test_main_runs_cifar10_path_on_a_local_copy(tmp_path):
   _write_fake_cifar(tmp_path, n_per_batch=8, n_test=5)
   results = gen.main([
