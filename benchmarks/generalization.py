@@ -456,8 +456,21 @@ def build_config(args: argparse.Namespace, num_train: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-  """Runs the benchmark; prints the table, writes JSON (+ PNG); returns the
-  results dict ``{'config', 'summary', 'curves', 'environment', ...}``."""
+  """Runs the benchmark; prints the table, writes JSON (+ PNG).
+
+  Args:
+    argv: command-line flags (``None``: ``sys.argv[1:]``).
+
+  Returns:
+    ``{'config', 'environment', 'summary', 'curves', 'table', 'json_path',
+    'png_path'}``. ``summary[opt]`` holds ``test_error_mean``/``_std``
+    (after the last epoch), ``best_test_error_mean``/``_std``,
+    ``train_loss_mean``/``_std``, ``seconds_per_run_median`` and
+    ``test_error_per_seed``. ``curves[opt]`` holds ``epoch`` (1..E) and, for
+    ``train_loss``, ``train_error``, ``test_loss`` and ``test_error``, one
+    list per seed plus the ``<name>_mean`` list over seeds. Errors are
+    fractions in [0, 1].
+  """
   from tqdm.auto import tqdm
 
   args = parse_args(argv)
