@@ -363,19 +363,30 @@ def plot_curves(curves: dict, path: str, title: str) -> None:
 # CLI.
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+  """Shows defaults, except the per-dataset ones (None here)."""
+
+  def _get_help_string(self, action):
+    if action.default is None:
+      return action.help
+    return super()._get_help_string(action)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
       prog='python -m benchmarks.generalization',
       description=__doc__.split('\n\n')[0],
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      formatter_class=_HelpFormatter)
   parser.add_argument('--dataset', choices=('digits', 'cifar10'),
-                      default='digits')
+                      default='digits', help='digits is bundled with '
+                      'scikit-learn; cifar10 must be on disk (--data-dir)')
+  per_dataset = lambda key: 'default: ' + ', '.join(
+      f'{d[key]} for {name}' for name, d in DATASET_DEFAULTS.items())
   parser.add_argument('--model', choices=sorted(models_lib.MODELS),
-                      help='default: cnn for digits, resnet18 for cifar10')
-  parser.add_argument('--epochs', type=int,
-                      help='default: 30 for digits, 200 for cifar10')
+                      help=per_dataset('model'))
+  parser.add_argument('--epochs', type=int, help=per_dataset('epochs'))
   parser.add_argument('--batch-size', type=int,
-                      help='default: 64 for digits, 128 for cifar10')
+                      help=per_dataset('batch_size'))
   parser.add_argument('--seeds', type=int, default=3,
                       help='number of seeds (0 .. N-1); each seed fixes the '
                       'initialisation and data order, shared by optimizers')
@@ -404,9 +415,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument('--data-dir', default=None,
                       help='where CIFAR-10 lives (see benchmarks/data.py)')
   parser.add_argument('--out', default=os.path.join('results',
-                                                    'generalization'))
-  parser.add_argument('--no-plot', action='store_true')
-  parser.add_argument('--no-progress', action='store_true')
+                                                    'generalization'),
+                      help='folder for <dataset>_<model>.json and .png')
+  parser.add_argument('--no-plot', action='store_true',
+                      help='skip the PNG of the curves')
+  parser.add_argument('--no-progress', action='store_true',
+                      help='no progress bar (it is off anyway when stderr '
+                      'is not a terminal)')
   return parser.parse_args(argv)
 
 
