@@ -130,10 +130,12 @@ def scale_by_pnm(
     u_t &= \frac{(1 + \beta_0) m_t - \beta_0 m_{t-1}}
                {\sqrt{(1 + \beta_0)^2 + \beta_0^2}}
 
-  The normalisation keeps the expected step size of ordinary momentum while
-  the gradient-noise variance grows with :math:`\beta_0`, the knob that
-  manipulates stochastic gradient noise. :math:`\beta_0 = 0` is an EMA
-  momentum with decay :math:`\beta_1^2`. Multiply by ``-learning_rate``
+  The buffers average disjoint (odd/even) gradients, so they are independent:
+  the normalisation keeps the noise variance of one EMA buffer while the mean
+  direction shrinks by :math:`1/\sqrt{(1 + \beta_0)^2 + \beta_0^2}`, i.e. the
+  noise-to-signal ratio grows with :math:`\beta_0`, the knob that manipulates
+  stochastic gradient noise. :math:`\beta_0 = 0` is an EMA momentum with
+  decay :math:`\beta_1^2`. Multiply by ``-learning_rate``
   (e.g. with :func:`optax.scale_by_learning_rate`) to get the parameter step.
 
   Args:
