@@ -9,6 +9,7 @@ import optax
 import pytest
 
 import pnm_optax
+import compat
 from reference import ReferencePNM
 
 # name -> (factory of the learning rate, lr for the parabola, for Rosenbrock)
@@ -155,7 +156,7 @@ def test_preserves_dtype(name, dtype):
 
 @pytest.mark.parametrize('adaptive', [False, True])
 def test_float64_matches_reference(adaptive):
-  with jax.enable_x64(True):
+  with compat.enable_x64():
     rng = np.random.default_rng(0)
     init = [rng.normal(size=(3, 2)), rng.normal(size=(4,))]
     ref = ReferencePNM(init, adaptive=adaptive, weight_decay=0.1)

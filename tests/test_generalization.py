@@ -17,6 +17,7 @@ import pytest
 from benchmarks import data as data_lib
 from benchmarks import generalization as gen
 from benchmarks import models as models_lib
+import compat
 from reference import ReferencePNM
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,7 +98,7 @@ def _tree(seed):
 
 def _run(name, hp, b0, steps=4):
   """Runs the benchmark's optimizer for ``steps`` on float64 NumPy trees."""
-  with jax.enable_x64(True):
+  with compat.enable_x64():
     tx = gen.make_optimizer(name, hp, lambda step: 1.0, b0)
     params = jax.tree.map(jnp.asarray, _tree(0))
     state = tx.init(params)
