@@ -34,6 +34,7 @@ import optax
 
 import pnm_optax
 from benchmarks import data as data_lib
+from benchmarks import machine
 from benchmarks import models as models_lib
 
 OPTIMIZERS = ('pnm', 'adapnm', 'sgdm', 'adam', 'adamw')
@@ -301,24 +302,13 @@ def format_table(summary: dict, cfg: dict) -> str:
   return '\n'.join(rows)
 
 
-def _cpu_name() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
 def environment() -> dict:
   """Machine and library versions, recorded with every result."""
   import flax
   return {
       'python': platform.python_version(),
       'platform': platform.platform(),
-      'processor': _cpu_name(),
+      'processor': machine.cpu_name(),
       'cpu_count': os.cpu_count(),
       'jax': jax.__version__,
       'jax_backend': jax.default_backend(),

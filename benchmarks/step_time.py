@@ -40,6 +40,7 @@ import numpy as np
 import optax
 
 import pnm_optax
+from benchmarks import machine
 from benchmarks import trees
 
 LEARNING_RATE = 1e-3
@@ -440,7 +441,7 @@ def machine_info() -> dict:
       backend=jax.default_backend(),
       device=str(jax.devices()[0].device_kind),
       num_devices=jax.device_count(),
-      cpu=_cpu_model(), cpu_count=os.cpu_count(),
+      cpu=machine.cpu_name(), cpu_count=os.cpu_count(),
       platform=platform.platform(),
       mem_total_gib=_mem_total_gib())
   try:
@@ -458,17 +459,6 @@ def _jaxlib_version():
     return jaxlib.__version__
   except (ImportError, AttributeError):
     return None
-
-
-def _cpu_model() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or 'unknown'
 
 
 def _mem_total_gib() -> Optional[float]:
