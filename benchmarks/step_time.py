@@ -32,7 +32,7 @@ import platform
 import re
 import sys
 import time
-from typing import Callable, Dict, List, NamedTuple, Optional
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -265,6 +265,34 @@ def bytes_needed(num_params: int, names: List[str]) -> int:
     opt = JAX_OPTIMIZERS.get(name) or TORCH_OPTIMIZERS[name]
     words += 2 + opt.state_words + (1 if name.startswith('torch') else 0)
   return words * num_params * WORD_BYTES
+
+
+def plan_groups(num_params: int, names: List[str], budget: float
+                ) -> Tuple[List[List[str]], List[str]]:
+  """Splits ``names`` into groups that fit in ``budget`` bytes side by side.
+
+  All of them in one group when they fit. Otherwise every group starts with
+  the baseline, so each ratio to it is still taken within a round, and
+  optimizers are added in order while they fit (neighbours such as amsgrad
+  and adapnm stay together when memory allows). Returns the groups and the
+  optimizers that do not fit even next to the baseline alone.
+  """
+  if bytes_needed(num_params, names) <= budget:
+    return [list(names)], []
+  groups, too_big, group = [], [], [BASELINE]
+  for name in names:
+    if name == BASELINE:
+      continue
+    if bytes_needed(num_params, [BASELINE, name]) > budget:
+      too_big.append(name)
+      continue
+    if bytes_needed(num_params, group + [name]) > budget:
+      groups.append(group)
+      group = [BASELINE]
+    group.append(name)
+  if len(group) > 1:
+    groups.append(group)
+  return groups, too_big
 
 
 def state_bytes_per_param(name: str, mu_dtype) -> float:
@@ -630,33 +658,53 @@ def main(argv=None) -> dict:
 
   configs, skipped = [], []
   budget = args.mem_fraction * available_bytes()
+  budget_text = (f'budget {budget / 2**30:.1f} GiB ({args.mem_fraction:.0%} '
+                 'of available memory)')
   for label, shapes in build_configs(sizes, tree_names):
-    need = bytes_needed(trees.num_params(shapes), names)
-    if need > budget:
-      skipped.append(dict(config=label, num_params=trees.num_params(shapes),
-                          reason=f'needs ~{need / 2**30:.1f} GiB for all '
-                          f'optimizers side by side, budget '
-                          f'{budget / 2**30:.1f} GiB ({args.mem_fraction:.0%} '
-                          'of available memory)'))
-    else:
-      configs.append((label, shapes))
+    n = trees.num_params(shapes)
+    if bytes_needed(n, [BASELINE]) > budget:
+      need = bytes_needed(n, names)
+      skipped.append(dict(config=label, num_params=n, reason=(
+          f'needs ~{need / 2**30:.1f} GiB for all optimizers side by side, '
+          f'{bytes_needed(n, [BASELINE]) / 2**30:.1f} GiB for the baseline '
+          f'alone, {budget_text}')))
+      continue
+    groups, too_big = plan_groups(n, names, budget)
+    for name in too_big:
+      need = bytes_needed(n, [BASELINE, name])
+      skipped.append(dict(config=label, num_params=n, optimizer=name,
+                          reason=f'{name} needs ~{need / 2**30:.1f} GiB next '
+                          f'to the baseline, {budget_text}'))
+    if not groups:
+      continue
+    if len(groups) > 1:
+      notes.append(f'{label}: all optimizers side by side need '
+                   f'~{bytes_needed(n, names) / 2**30:.1f} GiB, {budget_text}; '
+                   'measured in groups, ratios within each group: '
+                   + ' '.join('(' + ', '.join(g) + ')' for g in groups))
+    configs.append((label, shapes, groups))
   for s in skipped:
-    print(f"# skipped {s['config']}: {s['reason']}")
+    what = s['config'] + (f" {s['optimizer']}" if 'optimizer' in s else '')
+    print(f'# skipped {what}: {s["reason"]}')
   for note in notes:
     print(f'# {note}')
 
-  copy_n = min(2 ** 25, max([trees.num_params(s) for _, s in configs] +
+  copy_n = min(2 ** 25, max([trees.num_params(s) for _, s, _ in configs] +
                             [2 ** 16]))
   copy_gbps = [measure_copy_bandwidth(copy_n, 5, args.target_time)]
 
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-  progress = tqdm(total=len(configs) * args.repeats, desc='rounds',
-                  disable=args.no_progress, file=sys.stderr)
+  num_rounds = sum(len(groups) for _, _, groups in configs) * args.repeats
+  progress = tqdm(total=num_rounds, desc='rounds', disable=args.no_progress,
+                  file=sys.stderr)
   rows = []
-  for label, shapes in configs:
+  for label, shapes, groups in configs:
     progress.set_postfix_str(label)
-    rows += run_config(label, shapes, names, args.repeats, args.target_time,
-                       progress)
+    for i, group in enumerate(groups):
+      group_rows = run_config(label, shapes, group, args.repeats,
+                              args.target_time, progress)
+      # The baseline's row from the first group stands for the config.
+      rows += [r for r in group_rows if i == 0 or r['optimizer'] != BASELINE]
   progress.close()
   copy_gbps.append(measure_copy_bandwidth(copy_n, 5, args.target_time))
   copy = float(np.median(copy_gbps))

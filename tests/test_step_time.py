@@ -74,6 +74,56 @@ def test_state_memory_per_parameter():
     assert bf16 == pytest.approx(2 * mu + 4 * nu, abs=0.01)
 
 
+JAX_NAMES = ['sgdm', 'pnm', 'adam', 'amsgrad', 'adapnm']
+
+
+def test_plan_groups_keeps_everything_together_when_it_fits():
+  n = 2 ** 20
+  budget = step_time.bytes_needed(n, JAX_NAMES)
+  assert step_time.plan_groups(n, JAX_NAMES, budget) == ([JAX_NAMES], [])
+
+
+@pytest.mark.parametrize('fits_with, groups, too_big', [
+    # Words per parameter: 2 shared + per optimizer 2 + its state words.
+    (['sgdm', 'pnm', 'adam'],
+     [['sgdm', 'pnm', 'adam'], ['sgdm', 'amsgrad'], ['sgdm', 'adapnm']], []),
+    (['sgdm', 'amsgrad'],
+     [['sgdm', 'pnm'], ['sgdm', 'adam'], ['sgdm', 'amsgrad']], ['adapnm']),
+    (['sgdm'], [], ['pnm', 'adam', 'amsgrad', 'adapnm']),
+])
+def test_plan_groups_splits_to_fit_with_the_baseline_in_each(
+    fits_with, groups, too_big):
+  n = 2 ** 28
+  budget = step_time.bytes_needed(n, fits_with)
+  planned, skipped = step_time.plan_groups(n, JAX_NAMES, budget)
+  assert (planned, skipped) == (groups, too_big)
+  for group in planned:
+    assert group[0] == 'sgdm'
+    assert step_time.bytes_needed(n, group) <= budget
+
+
+def test_run_in_memory_groups_reports_each_optimizer_once(
+    tmp_path, capsys, monkeypatch):
+  # Memory for sgd-m, PNM and Adam side by side at 1e4 parameters only.
+  budget = step_time.bytes_needed(10_000, ['sgdm', 'pnm', 'adam'])
+  monkeypatch.setattr(step_time, 'available_bytes', lambda: budget / 0.6)
+  result = step_time.main([
+      '--sizes', '1e4', '--trees', 'none', '--repeats', '2',
+      '--target-time', '0.002', '--optimizers', ','.join(JAX_NAMES),
+      '--no-torch', '--no-progress', '--no-plot',
+      '--out', str(tmp_path / 'out')])
+  stdout = capsys.readouterr().out
+  rows = {r['optimizer']: r for r in result['rows']}
+  assert [r['optimizer'] for r in result['rows']] == JAX_NAMES
+  for name in JAX_NAMES:
+    assert rows[name]['dispatched_x_sgdm'] > 0
+  # AdaPNM ran in a group without amsgrad or adam: no ratio to them.
+  assert rows['adapnm']['dispatched_x_amsgrad'] is None
+  assert rows['amsgrad']['dispatched_x_amsgrad'] == 1.0
+  assert any('measured in groups' in n for n in result['notes'])
+  assert '(sgdm, pnm, adam) (sgdm, amsgrad) (sgdm, adapnm)' in stdout
+
+
 def _run(tmp_path, capsys, *extra):
   out = tmp_path / 'out'
   result = step_time.main([
