@@ -114,20 +114,22 @@ def _select_update(g, s, odd, count):
   return POS * new - NEG * other, (a, b)
 
 
+def _write_parity_slot(g, s, odd):
+  """Fixed slots: the EMA goes into the parity's slot, the other is kept."""
+  a, b = s
+  return jnp.where(odd, _ema(a, g), a), jnp.where(odd, b, _ema(b, g))
+
+
 def _where_pos_neg(g, s, odd, count):
   del count
-  a, b = s
-  a = jnp.where(odd, _ema(a, g), a)
-  b = jnp.where(odd, b, _ema(b, g))
+  a, b = _write_parity_slot(g, s, odd)
   pos, neg = jnp.where(odd, a, b), jnp.where(odd, b, a)
   return POS * pos - NEG * neg, (a, b)
 
 
 def _where_coef(g, s, odd, count):
   del count
-  a, b = s
-  a = jnp.where(odd, _ema(a, g), a)
-  b = jnp.where(odd, b, _ema(b, g))
+  a, b = _write_parity_slot(g, s, odd)
   coef_a, coef_b = jnp.where(odd, POS, -NEG), jnp.where(odd, -NEG, POS)
   return coef_a * a + coef_b * b, (a, b)
 
