@@ -40,7 +40,7 @@ import numpy as np
 import optax
 
 import pnm_optax
-from benchmarks import machine
+from benchmarks import environment
 from benchmarks import trees
 
 LEARNING_RATE = 1e-3
@@ -469,7 +469,7 @@ def machine_info() -> dict:
       backend=jax.default_backend(),
       device=str(jax.devices()[0].device_kind),
       num_devices=jax.device_count(),
-      cpu=machine.cpu_name(), cpu_count=os.cpu_count(),
+      cpu=environment.cpu_name(), cpu_count=os.cpu_count(),
       platform=platform.platform(),
       mem_total_gib=_mem_total_gib())
   try:
