@@ -34,7 +34,7 @@ import optax
 
 import pnm_optax
 from benchmarks import data as data_lib
-from benchmarks import environment
+from benchmarks import environment as environment_lib
 from benchmarks import models as models_lib
 
 OPTIMIZERS = ('pnm', 'adapnm', 'sgdm', 'adam', 'adamw')
@@ -308,7 +308,7 @@ def environment() -> dict:
   return {
       'python': platform.python_version(),
       'platform': platform.platform(),
-      'processor': environment.cpu_name(),
+      'processor': environment_lib.cpu_name(),
       'cpu_count': os.cpu_count(),
       'jax': jax.__version__,
       'jax_backend': jax.default_backend(),
