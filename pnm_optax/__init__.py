@@ -1,6 +1,11 @@
 """Positive-Negative Momentum (PNM, AdaPNM) as Optax transformations."""
 
 from pnm_optax.alias import adapnm, pnm
+from pnm_optax.step_size import (
+    b0_matched_learning_rate,
+    noise_norm,
+    sgdm_equivalent_learning_rate,
+)
 from pnm_optax.transform import (
     ScaleByAdaPNMState,
     ScaleByPNMState,
@@ -12,7 +17,10 @@ __version__ = '0.1.0'
 
 __all__ = [
     'adapnm',
+    'b0_matched_learning_rate',
+    'noise_norm',
     'pnm',
+    'sgdm_equivalent_learning_rate',
     'scale_by_adapnm',
     'scale_by_pnm',
     'ScaleByAdaPNMState',

@@ -21,11 +21,18 @@ def _concrete(value: Any):
     return None
 
 
-def check_nonnegative(name: str, value: Any) -> None:
-  """Raises ValueError unless ``value`` >= 0 (NaN fails)."""
+def check_nonnegative(name: str, value: Any, *, finite: bool = False) -> None:
+  """Raises ValueError unless ``value`` >= 0 (NaN fails; inf too if
+  ``finite``, for values where infinity can only give non-finite updates)."""
   arr = _concrete(value)
-  if arr is not None and not np.all(arr >= 0):
-    raise ValueError(f'{name} must be >= 0, got {value!r}.')
+  if arr is None:
+    return
+  ok = arr >= 0
+  if finite:
+    ok &= np.isfinite(arr)
+  if not np.all(ok):
+    raise ValueError(f'{name} must be >= 0{" and finite" if finite else ""}, '
+                     f'got {value!r}.')
 
 
 def check_unit_interval(name: str, value: Any) -> None:
