@@ -13,6 +13,7 @@ from pnm_optax.transform import (
     scale_by_pnm,
 )
 
+# The package's only version string: pyproject.toml reads it from here.
 __version__ = '0.1.0'
 
 __all__ = [
