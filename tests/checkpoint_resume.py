@@ -1,9 +1,9 @@
 """A deterministic NNX training run that checkpoints with Orbax and resumes.
 
 Imported by ``test_checkpoint.py`` (the uninterrupted run and the save) and
-run as a script in a fresh process (restore and continue)::
+run in a fresh process from the repository root (restore and continue)::
 
-  python tests/checkpoint_resume.py CKPT_DIR OUT.npz OPTIMIZER STOP_STEP
+  python -m tests.checkpoint_resume CKPT_DIR OUT.npz OPTIMIZER STOP_STEP
 
 The script restores the checkpoint into an abstract state built from scratch,
 writes the restored leaves (``restored_*``), trains up to ``STOP_STEP`` and
@@ -19,10 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from sklearn.datasets import load_digits
 
 import pnm_optax
-from benchmarks.models import merge
+from tests import helpers
 
 BATCH = 32
 TOTAL_STEPS = 12
@@ -50,12 +49,6 @@ def make_tx(name: str) -> optax.GradientTransformation:
   return factory(lr, b0=b0, weight_decay=1e-2)
 
 
-def data():
-  bunch = load_digits()
-  return (jnp.asarray(bunch.data / 16.0, jnp.float32),
-          jnp.asarray(bunch.target, jnp.int32))
-
-
 def initial_state(name: str):
   """Returns ``(graphdef, state)`` with state a dict of pytrees."""
   graphdef, params, batch_stats = nnx.split(Net(nnx.Rngs(0)), nnx.Param, ...)
@@ -69,7 +62,7 @@ def initial_state(name: str):
 def make_train_step(graphdef, name: str):
   """One jitted step per optimizer, reused across calls in a process."""
   tx = make_tx(name)
-  x_all, y_all = data()
+  x_all, y_all = helpers.digits()
 
   @jax.jit
   def train_step(state):
@@ -77,14 +70,16 @@ def make_train_step(graphdef, name: str):
     idx = jax.random.randint(jax.random.fold_in(jax.random.key(42), step),
                              (BATCH,), 0, x_all.shape[0])
 
-    def loss_fn(params):
-      model = merge(graphdef, params, state['batch_stats'])
+    def loss_fn(model):
       logits = model(x_all[idx], train=True)
-      loss = optax.softmax_cross_entropy_with_integer_labels(
+      return optax.softmax_cross_entropy_with_integer_labels(
           logits, y_all[idx]).mean()
-      return loss, nnx.split(model, nnx.Param, ...)[2]
 
-    grads, batch_stats = jax.grad(loss_fn, has_aux=True)(state['params'])
+    # nnx.grad differentiates the Params and carries the BatchNorm
+    # statistics the forward pass updates back into ``model``.
+    model = nnx.merge(graphdef, state['params'], state['batch_stats'])
+    grads = nnx.grad(loss_fn)(model)
+    batch_stats = nnx.split(model, nnx.Param, ...)[2]
     updates, opt_state = tx.update(grads, state['opt_state'],
                                    state['params'])
     return {'params': optax.apply_updates(state['params'], updates),

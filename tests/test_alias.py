@@ -2,6 +2,7 @@
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,8 +10,8 @@ import optax
 import pytest
 
 import pnm_optax
-import compat
-from reference import ReferencePNM
+from tests import compat
+from tests.reference import ReferencePNM
 
 # name -> (factory of the learning rate, lr for the parabola, for Rosenbrock)
 OPTIMIZERS = {
@@ -84,9 +85,7 @@ def test_inject_hyperparams_same_trajectory(adaptive):
       updates, state = update(jax.grad(loss)(p), state, p)
       p = optax.apply_updates(p, updates)
     trajectories.append(p)
-  jax.tree.map(
-      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
-      *trajectories)
+  chex.assert_trees_all_close(*trajectories, rtol=1e-6, atol=1e-7)
   # The state holds the hyperparameters of the last (25th, count 24) step.
   assert float(state.hyperparams['learning_rate']) == pytest.approx(
       0.05 * 0.5 ** 2.4, rel=1e-6)
@@ -118,8 +117,7 @@ def test_state_stable_inside_cond(name):
   """lax.cond needs identical state structure, shapes and dtypes per branch."""
   opt = ALIASES[name]()
   params = {'w': jnp.ones((3, 2), jnp.bfloat16), 'b': jnp.zeros(2)}
-  state = opt.init(params)
-  shapes = jax.tree.map(lambda x: (x.shape, x.dtype), state)
+  initial_state = state = opt.init(params)
 
   @jax.jit
   def maybe_step(do_step, params, state):
@@ -130,7 +128,7 @@ def test_state_stable_inside_cond(name):
   for do_step in [True, False, True, True]:
     updates, state = maybe_step(do_step, params, state)
     params = optax.apply_updates(params, updates)
-  assert jax.tree.map(lambda x: (x.shape, x.dtype), state) == shapes
+  chex.assert_trees_all_equal_shapes_and_dtypes(state, initial_state)
   assert int(optax.tree.get(state, 'count')) == 3
 
 
@@ -139,19 +137,20 @@ def test_state_stable_inside_cond(name):
 def test_preserves_dtype(name, dtype):
   opt = ALIASES[name]()
   params = {'w': jnp.full((4,), 0.5, dtype), 'b': jnp.ones((2, 2), dtype)}
-  state = opt.init(params)
-  dtypes = jax.tree.map(lambda x: x.dtype, state)
+  chex.assert_type(jax.tree.leaves(params), dtype)
+  initial_params, initial_state = params, opt.init(params)
+  state = initial_state
   step = jax.jit(opt.update)
   for i in range(5):
     grads = jax.tree.map(lambda p: jnp.full_like(p, 0.1 * (i + 1)), params)
     updates, state = step(grads, state, params)
-    assert jax.tree.map(lambda u: u.dtype, updates) == {
-        'w': jnp.dtype(dtype), 'b': jnp.dtype(dtype)}
+    chex.assert_trees_all_equal_dtypes(updates, initial_params)
     params = optax.apply_updates(params, updates)
-    assert jax.tree.map(lambda x: x.dtype, state) == dtypes
+    chex.assert_trees_all_equal_dtypes(state, initial_state)
   buffers = [x for x in jax.tree.leaves(state) if x.ndim > 0]
-  assert buffers and all(x.dtype == jnp.dtype(dtype) for x in buffers)
-  assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates))
+  assert buffers
+  chex.assert_type(buffers, dtype)
+  chex.assert_tree_all_finite(updates)
 
 
 @pytest.mark.parametrize('adaptive', [False, True])
@@ -170,9 +169,8 @@ def test_float64_matches_reference(adaptive):
       updates, state = jax.jit(opt.update)(
           [jnp.asarray(g) for g in grads], state, params)
       params = optax.apply_updates(params, updates)
-    assert all(p.dtype == jnp.float64 for p in params)
-    for p, r in zip(params, ref.params):
-      np.testing.assert_allclose(p, r, rtol=1e-12, atol=1e-14)
+    chex.assert_type(params, jnp.float64)
+    chex.assert_trees_all_close(params, ref.params, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize('name', ALIASES)
@@ -257,10 +255,8 @@ def test_eval_shape_init(name):
   params = {'w': jnp.ones((3, 5), jnp.bfloat16), 'b': jnp.ones((5,))}
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                           params)
-  expected = jax.tree.map(lambda x: (x.shape, x.dtype), opt.init(params))
-  got = jax.tree.map(lambda x: (x.shape, x.dtype),
-                     jax.eval_shape(opt.init, abstract))
-  assert got == expected
+  chex.assert_trees_all_equal_shapes_and_dtypes(
+      jax.eval_shape(opt.init, abstract), opt.init(params))
 
 
 @pytest.mark.parametrize('adaptive', [False, True])
@@ -271,7 +267,8 @@ def test_none_leaves(adaptive):
   updates, state = jax.jit(opt.update)(
       {'w': jnp.ones((2,)), 'frozen': None}, state, params)
   assert updates['frozen'] is None
-  assert updates['w'].shape == (2,) and bool(jnp.all(updates['w'] < 0))
+  chex.assert_shape(updates['w'], (2,))
+  assert bool(jnp.all(updates['w'] < 0))
 
 
 def test_masked_transform_with_masked_nodes():

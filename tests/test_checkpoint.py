@@ -4,17 +4,16 @@ Train, save mid-training, restore in a fresh Python process and continue:
 the resumed trajectory must be bitwise identical to the uninterrupted one.
 """
 
-import os
 import subprocess
 import sys
 
+import chex
 import numpy as np
 import pytest
 
-import checkpoint_resume as run
+from tests import checkpoint_resume as run
+from tests.helpers import REPO
 
-HELPER = os.path.join(os.path.dirname(__file__), 'checkpoint_resume.py')
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAVE_AT = 5
 
 
@@ -29,23 +28,21 @@ def test_resume_in_fresh_process_is_bitwise_identical(name, tmp_path):
                                        run.TOTAL_STEPS))
 
   out = str(tmp_path / 'resumed.npz')
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      [REPO, os.environ.get('PYTHONPATH', '')]))
   proc = subprocess.run(
-      [sys.executable, HELPER, ckpt_dir, out, name, str(run.TOTAL_STEPS)],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+      [sys.executable, '-m', 'tests.checkpoint_resume', ckpt_dir, out, name,
+       str(run.TOTAL_STEPS)],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   resumed = np.load(out)
 
   # The fresh process restored exactly the saved state ...
   assert len(at_save) == len(uninterrupted) > 10
-  for i, want in enumerate(at_save):
-    got = resumed[f'restored_{i}']
-    assert got.dtype == want.dtype and got.shape == want.shape
-    np.testing.assert_array_equal(got, want)
+  assert len(resumed.files) == 2 * len(at_save)
+  restored = [resumed[f'restored_{i}'] for i in range(len(at_save))]
+  chex.assert_trees_all_equal(restored, at_save, strict=True)
   # ... and continued along the same trajectory, bit for bit.
-  for i, want in enumerate(uninterrupted):
-    np.testing.assert_array_equal(resumed[f'final_{i}'], want)
+  final = [resumed[f'final_{i}'] for i in range(len(uninterrupted))]
+  chex.assert_trees_all_equal(final, uninterrupted, strict=True)
   # Every leaf moved between the save and the end (params, statistics,
   # both momentum slots, counts), so the equality above is not vacuous.
   for i, (a, b) in enumerate(zip(at_save, uninterrupted)):

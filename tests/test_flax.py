@@ -13,10 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from sklearn.datasets import load_digits
 
 import pnm_optax
-from reference import ReferencePNM
+from tests.helpers import kernels_only
+from tests.reference import ReferencePNM
 
 LR = {'pnm': 0.5, 'adapnm': 3e-3}
 
@@ -25,18 +25,6 @@ def make_tx(name, lr=None, weight_decay=0.0, mask=None):
   lr = LR[name] if lr is None else lr
   factory = pnm_optax.pnm if name == 'pnm' else pnm_optax.adapnm
   return factory(lr, weight_decay=weight_decay, mask=mask)
-
-
-def kernels_only(params):
-  """Decay matrices only: biases and LayerNorm scales/biases are 1-D."""
-  return jax.tree.map(lambda p: p.ndim > 1, params)
-
-
-@pytest.fixture(scope='module')
-def digits():
-  bunch = load_digits()
-  x = (bunch.data[:512] / 16.0).astype(np.float32)
-  return jnp.asarray(x), jnp.asarray(bunch.target[:512].astype(np.int32))
 
 
 def cross_entropy(logits, labels):

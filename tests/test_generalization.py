@@ -17,8 +17,8 @@ import pytest
 from benchmarks import data as data_lib
 from benchmarks import generalization as gen
 from benchmarks import models as models_lib
-import compat
-from reference import ReferencePNM
+from tests import compat
+from tests.reference import ReferencePNM
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

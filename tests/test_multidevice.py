@@ -1,7 +1,8 @@
 """pnm_optax under pmap, jit with shardings, and jax.distributed.
 
 The suite runs in one process with one CPU device, so everything that needs
-more devices runs in subprocesses (helpers in ``tests/multidevice/``):
+more devices runs in subprocesses (``python -m`` from the repository root;
+the scripts are in ``tests/multidevice/``):
 
 * ``eight_devices.py``, with 8 CPU devices
   (``XLA_FLAGS=--xla_force_host_platform_device_count=8``), measures pmap
@@ -23,13 +24,13 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+import chex
 import numpy as np
 import pytest
 
-HELPERS = Path(__file__).parent / 'multidevice'
-REPO = Path(__file__).parent.parent
+from tests.helpers import REPO
+
 STEPS = 6  # problem.STEPS
 OPTIMIZERS = ('pnm', 'adapnm')
 AXIS_TYPES = ('auto', 'explicit')
@@ -55,8 +56,6 @@ def _env(device_count: int | None = None) -> dict:
   if device_count is not None:
     flags.append(f'--xla_force_host_platform_device_count={device_count}')
   env['XLA_FLAGS'] = ' '.join(flags)
-  env['PYTHONPATH'] = os.pathsep.join(
-      p for p in (str(REPO), env.get('PYTHONPATH')) if p)
   return env
 
 
@@ -65,8 +64,8 @@ def eight(tmp_path_factory) -> dict:
   """Runs ``eight_devices.py`` once; returns its measurements."""
   out = tmp_path_factory.mktemp('eight_devices') / 'results.json'
   proc = subprocess.run(
-      [sys.executable, str(HELPERS / 'eight_devices.py'), str(out)],
-      cwd=HELPERS, env=_env(8), capture_output=True, text=True,
+      [sys.executable, '-m', 'tests.multidevice.eight_devices', str(out)],
+      cwd=REPO, env=_env(8), capture_output=True, text=True,
       timeout=SUBPROCESS_TIMEOUT_S)
   if proc.returncode != 0:
     pytest.fail(f'eight_devices.py failed (rc {proc.returncode}):\n'
@@ -184,8 +183,9 @@ def _run_all(commands, timeout_s):
   try:
     for command in commands:
       procs.append(subprocess.Popen(
-          [sys.executable, str(HELPERS / 'distributed_worker.py'), *command],
-          cwd=HELPERS, env=_env(1), stdout=subprocess.PIPE,
+          [sys.executable, '-m', 'tests.multidevice.distributed_worker',
+           *command],
+          cwd=REPO, env=_env(1), stdout=subprocess.PIPE,
           stderr=subprocess.STDOUT, text=True))
     deadline = time.monotonic() + timeout_s
     outputs = []
@@ -218,8 +218,9 @@ def test_two_processes_train_like_one(tmp_path):
   assert int(single['global_devices']) == 1
   assert int(p0['count']) == int(p1['count']) == int(single['count']) == STEPS
   names = ['w1', 'b1', 'w2', 'b2']
-  for name in names:  # both processes hold bitwise identical parameters
-    np.testing.assert_array_equal(p0[name], p1[name])
+  # Both processes hold bitwise identical parameters.
+  chex.assert_trees_all_equal({n: p0[n] for n in names},
+                              {n: p1[n] for n in names}, strict=True)
   flat = lambda d: np.concatenate([d[n].ravel().astype(np.float64)
                                    for n in names])
   rel = np.linalg.norm(flat(p0) - flat(single)) / np.linalg.norm(flat(single))

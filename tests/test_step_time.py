@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from benchmarks import layouts, step_time, trees
-from reference import ReferencePNM
+from tests.reference import ReferencePNM
 
 try:
   import torch  # pylint: disable=g-import-not-at-top

@@ -1,10 +1,10 @@
 """One process of a data-parallel ``pnm`` run, for the multi-process test.
 
-Usage::
+Usage, from the repository root::
 
-  python distributed_worker.py OUT.npz --port PORT --process-id I \\
-      --num-processes N
-  python distributed_worker.py OUT.npz            # single process, one device
+  python -m tests.multidevice.distributed_worker OUT.npz --port PORT \\
+      --process-id I --num-processes N
+  python -m tests.multidevice.distributed_worker OUT.npz  # one device
 
 With ``--port`` it joins a ``jax.distributed`` job on 127.0.0.1 (one CPU
 device per process, gloo collectives), builds a global mesh over all
@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-import problem
+from tests.multidevice import problem
 
 OPTIMIZER = 'pnm'
 

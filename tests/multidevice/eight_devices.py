@@ -3,7 +3,8 @@
 ``tests/test_multidevice.py`` runs this script with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (set before JAX is
 imported, so the rest of the suite keeps one device) and asserts on the JSON
-it writes: usage ``python eight_devices.py OUT.json``.
+it writes: usage, from the repository root,
+``python -m tests.multidevice.eight_devices OUT.json``.
 
 It measures, it does not judge: trajectory errors against a plain single-device
 run, spreads between pmap replicas, state shardings against parameter
@@ -22,7 +23,8 @@ import optax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 import pnm_optax
-import problem
+from tests.helpers import rel_err
+from tests.multidevice import problem
 
 # A (2, 4) mesh; w1 is FSDP + tensor-parallel, the rest tensor-parallel or
 # replicated, so every kind of leaf sharding is present.
@@ -95,14 +97,14 @@ def pmap_case(name: str) -> dict:
                            y.reshape(n, -1, problem.OUT))
     host = jax.tree.map(np.asarray, params)
     spread = max(spread, _replica_spread(host))
-    errors.append(problem.rel_err(jax.tree.map(lambda a: a[0], host),
+    errors.append(rel_err(jax.tree.map(lambda a: a[0], host),
                                   ref_traj[len(errors)]))
   state = jax.tree.map(np.asarray, state)
   return {
       'devices': n,
-      'reference_moved': problem.rel_err(ref_traj[-1], params0),
+      'reference_moved': rel_err(ref_traj[-1], params0),
       'step_rel_errors': errors,
-      'state_rel_error': problem.rel_err(
+      'state_rel_error': rel_err(
           jax.tree.map(lambda a: a[0], state), ref_state),
       'param_replica_spread': spread,
       'state_replica_spread': _replica_spread(state),
@@ -206,7 +208,7 @@ def sharded_case(axis_type, name: str) -> dict:
         params, state, _ = step(params, state,
                                 jax.device_put(x, batch_sharding),
                                 jax.device_put(y, batch_sharding))
-        errors.append(problem.rel_err(params, ref_traj[len(errors)]))
+        errors.append(rel_err(params, ref_traj[len(errors)]))
       out['step_rel_errors'] = errors
     else:
       # The optimizer alone (a model under Explicit axes must reshard its
@@ -268,7 +270,7 @@ def abstract_init_case(axis_type, name: str) -> dict:
       'as_asked': len(leaves) == len(asked) and all(
           leaf.sharding.is_equivalent_to(want, leaf.ndim)
           for leaf, want in zip(leaves, asked)),
-      'values_rel_error': problem.rel_err(state, reference),
+      'values_rel_error': rel_err(state, reference),
       'same_structure': (jax.tree.structure(state)
                          == jax.tree.structure(reference)),
   }

@@ -75,11 +75,3 @@ def single_device_run(opt: optax.GradientTransformation, params, xs, ys):
     trajectory.append(jax.tree.map(np.asarray, params))
   return trajectory, jax.tree.map(np.asarray, state)
 
-
-def rel_err(tree, ref_tree) -> float:
-  """Relative L2 distance of two pytrees of arrays (over all leaves)."""
-  a = np.concatenate([np.ravel(np.asarray(x, np.float64))
-                      for x in jax.tree.leaves(tree)])
-  b = np.concatenate([np.ravel(np.asarray(x, np.float64))
-                      for x in jax.tree.leaves(ref_tree)])
-  return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))

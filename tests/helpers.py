@@ -1,0 +1,57 @@
+"""Small shared pieces for the tests: paths, a relative error, data, masks."""
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _flat(tree) -> np.ndarray:
+  """All leaves of ``tree`` raveled into one float64 (or complex128) vector."""
+  flat = np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(tree)])
+  return flat.astype(np.complex128 if np.iscomplexobj(flat) else np.float64)
+
+
+def rel_err(tree, ref_tree) -> float:
+  """Relative L2 distance ``|tree - ref| / |ref|`` over all leaves.
+
+  Computed in float64; where ``ref_tree`` is all zeros it is ``|tree|``, so
+  exact zeros must be matched exactly.
+  """
+  x, ref = _flat(tree), _flat(ref_tree)
+  if x.shape != ref.shape:
+    raise ValueError(f'{x.size} values against {ref.size} in the reference')
+  ref_norm = np.linalg.norm(ref)
+  diff = np.linalg.norm(x - ref)
+  return float(diff / ref_norm if ref_norm else diff)
+
+
+def kernels_only(params):
+  """Weight-decay mask: matrices (kernels) only; biases and norm scales are 1-D."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def digits(n: int | None = None):
+  """scikit-learn's bundled 8x8 digits (no download): ``(x, y)`` as jax arrays.
+
+  ``x`` is float32 in [0, 1] of shape ``(n, 64)``, ``y`` int32 labels; the
+  first ``n`` images (all 1797 by default).
+  """
+  # Imported here: the core tests need only the package's own dependencies.
+  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+  bunch = load_digits()
+  x = (bunch.data[:n] / 16.0).astype(np.float32)
+  return jnp.asarray(x), jnp.asarray(bunch.target[:n].astype(np.int32))
+
+
+def params_with_known_failures(values, known_failures: dict):
+  """``pytest.param``s of ``values``; those keyed in ``known_failures`` are
+  strict xfails (an AssertionError is expected; the value is the reason), so
+  they turn into failures once fixed and the mark must go."""
+  return [pytest.param(v, marks=pytest.mark.xfail(
+      strict=True, raises=AssertionError, reason=known_failures[v]))
+          if v in known_failures else v for v in values]

@@ -1,0 +1,1 @@
+"""Scripts the multi-device tests run in subprocesses (``python -m``)."""
