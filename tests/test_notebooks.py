@@ -1,15 +1,18 @@
-"""Executes every notebook headless in FAST mode on CPU, without network.
+"""The notebooks: clean sources, and executed headless in FAST mode on CPU.
 
-Each notebook runs in a fresh ipykernel started with this interpreter
-(``sys.executable``), from ``notebooks/`` with the repository root on
-``PYTHONPATH``, ``PNM_FAST=1``, ``JAX_PLATFORMS=cpu`` and matplotlib's
-headless inline backend (figures are rendered to PNG outputs).
-A cell prepended by the test (never committed) refuses every non-loopback
-socket connection, and proxies point at a dead local port, so any download
-fails the run. Any cell error fails the test; the results each notebook
-prints in its ``summary`` cell are then checked against independent formulas.
+The ``.ipynb`` files are the source (edited in Jupyter or Colab, committed
+without outputs). Each notebook runs once per test session in a fresh
+ipykernel started with this interpreter (``sys.executable``), from
+``notebooks/`` (the notebook itself puts the repository root on ``sys.path``),
+with ``PNM_FAST=1``, ``JAX_PLATFORMS=cpu`` and matplotlib's headless inline
+backend, so figures are rendered to PNG outputs. A cell prepended by the test
+(never committed) refuses every non-loopback socket connection, and proxies
+point at a dead local port, so any download fails the run. The tests then
+check that no cell failed, that every figure rendered, and the results each
+notebook prints in its ``summary`` cell against independent formulas.
 """
 
+import ast
 import json
 import math
 import os
@@ -23,8 +26,9 @@ import nbformat
 import numpy as np
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-NOTEBOOK_DIR = ROOT / 'notebooks'
+from tests.helpers import REPO, params_with_known_failures
+
+NOTEBOOK_DIR = REPO / 'notebooks'
 NOTEBOOKS = sorted(p.name for p in NOTEBOOK_DIR.glob('*.ipynb'))
 KERNEL = 'pnm-optax-test'
 CELL_TIMEOUT_S = 300  # generous guard against hangs; CI runs take far less
@@ -48,34 +52,43 @@ socket.socket.connect = _loopback_only(socket.socket.connect)
 socket.socket.connect_ex = _loopback_only(socket.socket.connect_ex)
 '''
 
+# The CIFAR notebook's comparison chart calls plt.show() after the benchmark's
+# plotting code has switched matplotlib to the Agg backend, so it never
+# renders; this check passes once the plotting code stops doing that.
+FIGURES_XFAIL = {
+    'cifar10_pnm_vs_sgd.ipynb': 'the comparison chart does not render: '
+                                'benchmark plotting switches matplotlib to Agg',
+}
 
-@pytest.fixture
-def kernel_env(tmp_path, monkeypatch):
+
+@pytest.fixture(scope='module')
+def kernel_env(tmp_path_factory):
   """A kernelspec for this interpreter and the environment of a CI run."""
-  kernelspec.write_kernel_spec(tmp_path / 'kernels' / KERNEL)
-  monkeypatch.setenv('JUPYTER_PATH', str(tmp_path), prepend=os.pathsep)
-  monkeypatch.setenv('PYTHONPATH', str(ROOT), prepend=os.pathsep)
-  # Kernel files and IPython profile (startup scripts) stay out of $HOME.
-  monkeypatch.setenv('JUPYTER_RUNTIME_DIR', str(tmp_path / 'runtime'))
-  monkeypatch.setenv('IPYTHONDIR', str(tmp_path / 'ipython'))
-  for name, value in {
-      'PNM_FAST': '1',
-      # Headless, yet every figure is rendered (to PNG outputs), so plotting
-      # errors surface; plain Agg would make plt.show() a no-op.
-      'MPLBACKEND': 'module://matplotlib_inline.backend_inline',
-      'JAX_PLATFORMS': 'cpu',
-      'HTTP_PROXY': 'http://127.0.0.1:9',
-      'HTTPS_PROXY': 'http://127.0.0.1:9',
-      'http_proxy': 'http://127.0.0.1:9',
-      'https_proxy': 'http://127.0.0.1:9',
-      'PIP_NO_INDEX': '1',
-      'HF_DATASETS_OFFLINE': '1',
-      'TFDS_OFFLINE': '1',
-  }.items():
-    monkeypatch.setenv(name, value)
-  monkeypatch.delenv('no_proxy', raising=False)
-  monkeypatch.delenv('NO_PROXY', raising=False)
-  return tmp_path
+  tmp = tmp_path_factory.mktemp('kernel')
+  kernelspec.write_kernel_spec(tmp / 'kernels' / KERNEL)
+  with pytest.MonkeyPatch.context() as env:
+    env.setenv('JUPYTER_PATH', str(tmp), prepend=os.pathsep)
+    # Kernel files and IPython profile (startup scripts) stay out of $HOME.
+    env.setenv('JUPYTER_RUNTIME_DIR', str(tmp / 'runtime'))
+    env.setenv('IPYTHONDIR', str(tmp / 'ipython'))
+    for name, value in {
+        'PNM_FAST': '1',
+        # Headless, yet every figure is rendered (to PNG outputs), so
+        # plotting errors surface; plain Agg would make plt.show() a no-op.
+        'MPLBACKEND': 'module://matplotlib_inline.backend_inline',
+        'JAX_PLATFORMS': 'cpu',
+        'HTTP_PROXY': 'http://127.0.0.1:9',
+        'HTTPS_PROXY': 'http://127.0.0.1:9',
+        'http_proxy': 'http://127.0.0.1:9',
+        'https_proxy': 'http://127.0.0.1:9',
+        'PIP_NO_INDEX': '1',
+        'HF_DATASETS_OFFLINE': '1',
+        'TFDS_OFFLINE': '1',
+    }.items():
+      env.setenv(name, value)
+    for name in ('no_proxy', 'NO_PROXY', 'PYTHONPATH'):
+      env.delenv(name, raising=False)
+    yield tmp
 
 
 def execute(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -89,6 +102,24 @@ def execute(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
   return nb
 
 
+@pytest.fixture(scope='module')
+def executed(kernel_env):
+  """``executed(name)``: the notebook after one FAST run (run once, cached)."""
+  runs = {}
+
+  def run(name):
+    if name not in runs:
+      try:
+        runs[name] = execute(nbformat.read(NOTEBOOK_DIR / name, as_version=4))
+      except nbclient.exceptions.CellExecutionError as error:
+        runs[name] = error
+    if isinstance(runs[name], Exception):
+      pytest.fail(f'{name} failed:\n{runs[name]}')
+    return runs[name]
+
+  return run
+
+
 def summary_of(nb: nbformat.NotebookNode) -> dict:
   """The JSON a notebook prints from its cell tagged ``summary``."""
   cells = [c for c in nb.cells if 'summary' in c.metadata.get('tags', ())]
@@ -98,6 +129,45 @@ def summary_of(nb: nbformat.NotebookNode) -> dict:
   lines = [l for l in text.splitlines() if l.startswith(SUMMARY_PREFIX)]
   assert lines, f'no {SUMMARY_PREFIX!r} line in:\n{text}'
   return json.loads(lines[-1][len(SUMMARY_PREFIX):])
+
+
+def figure_calls(source: str) -> int:
+  """How many ``plt.show()`` and ``display(...)`` calls a cell makes.
+
+  Every call counts once, also under a condition or in a loop: each must put
+  at least one image in the cell's outputs.
+  """
+  calls = 0
+  for node in ast.walk(ast.parse(source)):
+    if isinstance(node, ast.Call):
+      func = node.func
+      if isinstance(func, ast.Name) and func.id == 'display':
+        calls += 1
+      elif (isinstance(func, ast.Attribute) and func.attr == 'show'
+            and isinstance(func.value, ast.Name) and func.value.id == 'plt'):
+        calls += 1
+  return calls
+
+
+def unrendered_figures(nb: nbformat.NotebookNode) -> list[str]:
+  """Cells whose figures did not become ``image/png`` outputs."""
+  problems = []
+  for index, cell in enumerate(nb.cells):
+    if cell.cell_type != 'code':
+      continue
+    images = sum('image/png' in o.get('data', {}) for o in cell.outputs)
+    expected = figure_calls(cell.source)
+    # A figure as the last expression shows up as text when it is not drawn.
+    figure_texts = [o for o in cell.outputs if o.get('data', {}).get(
+        'text/plain', '').startswith('<Figure size')]
+    stderr = ''.join(o.get('text', '') for o in cell.outputs
+                     if o.get('name') == 'stderr')
+    if (images < expected or (figure_texts and not images)
+        or 'cannot be shown' in stderr):
+      problems.append(
+          f'cell {cell.get("id", index)}: {images} image(s) for {expected} '
+          f'plt.show()/display() call(s):\n{cell.source[:300]}')
+  return problems
 
 
 def check_quickstart(summary: dict) -> None:
@@ -158,26 +228,36 @@ def test_every_notebook_is_checked():
 
 
 @pytest.mark.parametrize('name', NOTEBOOKS)
-def test_committed_without_outputs(name):
-  nb = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+def test_committed_as_clean_v4_source(name):
+  """Valid nbformat 4, no outputs, no execution counts, no magics."""
+  nb = nbformat.read(NOTEBOOK_DIR / name, as_version=nbformat.NO_CONVERT)
+  assert nb.nbformat == 4, nb.nbformat
   nbformat.validate(nb)
-  for cell in nb.cells:
-    if cell.cell_type == 'code':
-      assert cell.outputs == [] and cell.execution_count is None, name
-      # Installs only inside the Colab guard; no shell/pip magics.
-      for line in cell.source.splitlines():
-        assert not line.lstrip().startswith(('!', '%pip', '%%')), line
-      if 'pip' in cell.source:
-        assert '"google.colab" in sys.modules' in cell.source, cell.source
+  code = [cell for cell in nb.cells if cell.cell_type == 'code']
+  assert code
+  for cell in code:
+    assert cell.outputs == [] and cell.execution_count is None, cell.source
+    ast.parse(cell.source)  # plain Python: no shell escapes or magics
+    # Installs only inside the Colab guard.
+    if 'pip' in cell.source:
+      assert '"google.colab" in sys.modules' in cell.source, cell.source
 
 
-def test_notebooks_match_their_generator():
-  sys.path.insert(0, str(NOTEBOOK_DIR))
-  try:
-    import make_notebooks  # pylint: disable=import-outside-toplevel
-  finally:
-    sys.path.remove(str(NOTEBOOK_DIR))
-  assert make_notebooks.main(['--check']) == 0
+def test_figure_check_counts_calls_and_images():
+  """The render check can fail: a shown figure without an image is found."""
+  source = 'plt.show()\nif ok:\n    display(img)\nfig.show()'
+  assert figure_calls(source) == 2
+  cell = nbformat.v4.new_code_cell(source)
+  cell.outputs = [nbformat.v4.new_output(
+      'display_data', data={'image/png': 'iVBOR', 'text/plain': 'img'})]
+  nb = nbformat.v4.new_notebook(cells=[cell])
+  assert len(unrendered_figures(nb)) == 1
+  cell.outputs.append(cell.outputs[0])
+  assert unrendered_figures(nb) == []
+  cell.outputs.append(nbformat.v4.new_output(
+      'stream', name='stderr', text='FigureCanvasAgg is non-interactive, and '
+      'thus cannot be shown'))
+  assert len(unrendered_figures(nb)) == 1
 
 
 def test_guard_blocks_network(kernel_env):
@@ -192,9 +272,19 @@ def test_guard_blocks_network(kernel_env):
 
 
 @pytest.mark.parametrize('name', NOTEBOOKS)
-def test_notebook_runs_fast_on_cpu(name, kernel_env):
-  nb = execute(nbformat.read(NOTEBOOK_DIR / name, as_version=4))
-  images = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs
-            if 'image/png' in o.get('data', {})]
-  assert images, 'no figure was rendered'
+def test_notebook_runs_fast_on_cpu(name, executed):
+  nb = executed(name)
+  errors = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs
+            if o.output_type == 'error']
+  assert not errors, errors
   CHECKS[name](summary_of(nb))
+
+
+@pytest.mark.parametrize('name',
+                         params_with_known_failures(NOTEBOOKS, FIGURES_XFAIL))
+def test_every_figure_renders(name, executed):
+  nb = executed(name)
+  assert any('image/png' in o.get('data', {}) for c in nb.cells
+             if c.cell_type == 'code' for o in c.outputs), 'no figure at all'
+  problems = unrendered_figures(nb)
+  assert not problems, '\n\n'.join(problems)
