@@ -104,7 +104,12 @@ def benchmarks_imports() -> set[str]:
                        for p in sources)) - OPTIONAL_IMPORTS
 
 
+@functools.cache
+def _packages_distributions() -> dict:
+  return importlib.metadata.packages_distributions()  # reads every RECORD
+
+
 def distributions_of(module: str) -> set[str]:
   """Normalised names of the installed distributions providing ``module``."""
   return {requirement_name(d) for d in
-          importlib.metadata.packages_distributions().get(module, ())}
+          _packages_distributions().get(module, ())}
