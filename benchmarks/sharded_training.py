@@ -19,6 +19,13 @@ Runs unchanged on CPU, GPU or TPU hosts, and across hosts::
   python -m benchmarks.sharded_training --coordinator-address HOST:PORT \\
       --num-processes 2 --process-id 0
 
+Any device count works: the global batch and the fsdp mesh's model axis,
+when not given, are chosen so that the devices divide them, and a weight
+dimension the mesh axis does not divide is replicated along it (the output
+says which); a size given that cannot be split ends the program with one
+line naming sizes that can (exit status 2). ``--devices N`` uses the first N
+devices only.
+
 Step times are medians over the steps after the first two (which include
 compilation: pmap compiles again on its second call); fake CPU devices share
 the host's cores, so their times say nothing about speed-ups.
@@ -243,9 +250,14 @@ def _state_bytes_on_first_device(state) -> int:
              for s in leaf.addressable_shards if s.device == device)
 
 
+def _local(devices) -> list:
+  """This process's devices among ``devices``."""
+  return [d for d in devices if d.process_index == jax.process_index()]
+
+
 def run_single(opt, params0, batches, devices):
   """Reference: one device, the whole global batch."""
-  device = devices[0]
+  device = _local(devices)[0]
   params = jax.device_put(params0, device)
   # Committed like the step's outputs, so step 2 does not compile again.
   state = jax.device_put(opt.init(params), device)
@@ -259,8 +271,7 @@ def run_single(opt, params0, batches, devices):
 
 def run_pmap(opt, params0, batches, devices):
   """pmap data parallelism: replicated state, gradients pmean'd."""
-  n_local = len([d for d in devices
-                 if d.process_index == jax.process_index()])
+  n_local = len(_local(devices))
   # All devices: pmap picks them (across processes); a subset: name it.
   subset = None if len(devices) == jax.device_count() else devices
   def step(params, state, x, y):
