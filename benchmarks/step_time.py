@@ -198,6 +198,8 @@ def measure_steps(label: str, shapes, names: List[str], repeats: int,
                                                         kind)
     row.update(floor_words=optimizers.ALL[r.name].floor_words,
                samples=samples[r.name])
+    if optimizers.is_torch(r.name):
+      row['torch_device'] = r.device
     rows.append(row)
   for name, err in errors.items():
     rows.append(dict(config=label, num_params=n, num_leaves=len(shapes),

@@ -7,7 +7,8 @@ function with the parameters and optimizer state donated. Two times per step:
 * dispatched time: ``K`` donated jitted calls from Python, blocked at the
   end, over ``K``: what a Python training loop sees.
 
-PyTorch optimizers run eagerly, so they have a dispatched time only.
+PyTorch optimizers run eagerly, so they have a dispatched time only; they
+run on the same kind of device as JAX where PyTorch can.
 Optimizers compared with each other are timed in rounds, each round timing
 every one once from a rotated starting point, so that load from other
 processes hits all of them alike; a ratio is the median over rounds of the
@@ -84,20 +85,30 @@ class JaxRunner:
 
 
 class TorchRunner:
-  """One PyTorch optimizer on the same shapes (eager: dispatched time only)."""
+  """One PyTorch optimizer on the same shapes (eager: dispatched time only).
+
+  It runs on the GPU when JAX does and PyTorch sees one (so that the two are
+  compared on the same device), else on the CPU.
+  """
 
   def __init__(self, name: str, shapes, seed: int = 0):
     import torch  # pylint: disable=g-import-not-at-top
     from benchmarks import torch_optimizers  # pylint: disable=g-import-not-at-top
     self.name = name
+    self.device = ('cuda' if jax.default_backend() == 'gpu'
+                   and torch.cuda.is_available() else 'cpu')
     gen = torch.Generator().manual_seed(seed)
-    self.params = [torch.randn(s, generator=gen) for _, s in shapes]
+    self.params = [torch.randn(s, generator=gen).to(self.device)
+                   for _, s in shapes]
     for p in self.params:
-      p.grad = 1e-2 * torch.randn(p.shape, generator=gen)
+      p.grad = 1e-2 * torch.randn(p.shape, generator=gen).to(self.device)
     self.opt = torch_optimizers.make(name, self.params,
                                      optimizers.LEARNING_RATE)
+    self._sync = (torch.cuda.synchronize if self.device == 'cuda'
+                  else lambda: None)
     for _ in range(2):
       self.opt.step()  # raises here if, e.g., fused is unsupported
+    self._sync()
 
   def time_device(self, k: int) -> Optional[float]:
     del k
@@ -108,6 +119,7 @@ class TorchRunner:
     start = time.perf_counter()
     for _ in range(k):
       step()
+    self._sync()
     return (time.perf_counter() - start) / k
 
 

@@ -112,7 +112,8 @@ def compile_rounds(makers: Dict[str, Callable[[], Callable]],
 
   Round ``r`` compiles every function once, starting at a rotated position,
   so load from other processes hits all of them alike (as the step timing
-  does).
+  does). One untimed compile comes first: a process's first compile also
+  pays one-off start-up costs.
 
   Args:
     makers: ``name -> make_fn`` as for :func:`cold_compile`.
@@ -132,6 +133,8 @@ def compile_rounds(makers: Dict[str, Callable[[], Callable]],
   samples = {n: {'trace_lower_s': [], 'compile_s': [], 'total_s': []}
              for n in names}
   last = {}
+  # Untimed: the process's first compile also pays one-off start-up costs.
+  cold_compile(makers[names[0]], args[names[0]], donate_argnums)
   for rnd in range(repeats):
     for name in timing.rotated(names, rnd):
       result = cold_compile(makers[name], args[name], donate_argnums)

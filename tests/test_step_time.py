@@ -210,6 +210,7 @@ def test_smoke_run_writes_table_json_and_plot(tmp_path, capsys):
   assert rows['amsgrad']['device_x_amsgrad'] == 1.0
   for name in torch_names:
     assert rows[name]['device_s'] is None and rows[name]['dispatched_s'] > 0
+    assert rows[name]['torch_device'] == 'cpu'  # as JAX's backend here
   if not torch:
     assert any('torch is not installed' in n for n in saved['notes'])
   elif not HAS_PYTORCH_OPTIMIZER:
