@@ -6,7 +6,7 @@ commit, the machine and the library versions.
 """
 
 import datetime
-import importlib
+import importlib.metadata
 import os
 import platform
 import subprocess
@@ -57,16 +57,21 @@ def git_commit() -> Optional[str]:
 
 def versions() -> dict:
   """``name -> version`` of the libraries a result depends on (None if the
-  library is not installed). Only modules already imported or importable
-  without side effects are asked; torch is imported only if present."""
+  library is not installed).
+
+  A module already imported answers with its ``__version__``; any other is
+  looked up in the installed packages' metadata, so nothing is imported
+  (importing torch alone takes seconds).
+  """
   out = {'python': platform.python_version()}
   for name in _VERSIONED:
-    try:
-      module = sys.modules.get(name) or importlib.import_module(name)
-    except ImportError:
-      out[name] = None
-      continue
-    out[name] = getattr(module, '__version__', None)
+    version = getattr(sys.modules.get(name), '__version__', None)
+    if version is None:
+      try:
+        version = importlib.metadata.version(name)
+      except importlib.metadata.PackageNotFoundError:
+        version = None
+    out[name] = version
   return out
 
 

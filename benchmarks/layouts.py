@@ -25,9 +25,8 @@ checked to give the core's updates.
 """
 
 import argparse
-import os
 import sys
-from typing import Callable, List, NamedTuple
+from typing import Callable, List, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +34,16 @@ import numpy as np
 import optax
 
 import pnm_optax
-from benchmarks import step_time
+from benchmarks import cli
+from benchmarks import environment
+from benchmarks import optimizers
+from benchmarks import reporting
+from benchmarks import timing
+from benchmarks import trees
+from benchmarks import xla_probes
+from benchmarks.reporting import fmt
+
+PROG = 'python -m benchmarks.layouts'
 
 B1, B0 = 0.9, 1.0
 BETA = B1 ** 2
@@ -173,8 +181,9 @@ ADAPNM_LAYOUTS = {
 }
 
 
-def optimizers(learning_rate: float = step_time.LEARNING_RATE):
-  """``name -> (GradientTransformation, reference name)``."""
+def layout_optimizers(learning_rate: float = optimizers.LEARNING_RATE
+                      ) -> dict:
+  """``name -> (GradientTransformation, reference name or None)``."""
   lr = optax.scale_by_learning_rate(learning_rate)
   opts = {'sgdm': (optax.sgd(learning_rate, momentum=0.9), None)}
   for name, (init_leaf, step_leaf) in PNM_LAYOUTS.items():
@@ -210,91 +219,102 @@ def max_deviation(opt, reference, steps: int = 6) -> float:
 
 
 def run(num_params: int, repeats: int, target_s: float,
-        names: List[str] = None, progress: bool = True,
-        opts: dict = None) -> dict:
+        names: Optional[List[str]] = None, progress: bool = True,
+        opts: Optional[dict] = None) -> dict:
   """Times each layout on one float32 leaf; prints and returns a table.
 
   ``opts`` maps names to ``(transformation, reference name or None)``
-  (default :func:`optimizers`); ``names`` picks some, ``sgdm`` first.
+  (default :func:`layout_optimizers`); ``names`` picks some, ``sgdm`` first.
   """
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-  opts = opts or optimizers()
+  opts = opts or layout_optimizers()
   names = names or list(opts)
-  shapes = [('w', (num_params,))]
+  shapes = trees.single_leaf_shapes(num_params)
+  params = trees.abstract_tree(shapes)
+  # One cold compile each, for XLA's traffic, copies and compile time.
+  probes = xla_probes.compile_rounds(
+      {n: (lambda o=opts[n][0]: timing.make_train_step(o)) for n in names},
+      {n: (params, jax.eval_shape(opts[n][0].init, params), params)
+       for n in names}, (0, 1), 1, num_params, 1)
   key_p, key_g = jax.random.split(jax.random.key(0))
-  from benchmarks import trees  # pylint: disable=g-import-not-at-top
   params = trees.make_tree(shapes, key_p)
   grads = trees.make_tree(shapes, key_g, scale=1e-2)
-  runners = [step_time.JaxRunner(n, params, grads, opts[n][0]) for n in names]
+  runners = [timing.JaxRunner(n, opts[n][0], params, grads) for n in names]
   del params
-  steps = {r.name: int(max(2, min(1000, target_s / max(
-      r.time_dispatched(2), 1e-7)))) for r in runners}
-  samples = {r.name: {'device': [], 'dispatched': []} for r in runners}
-  for rnd in tqdm(range(repeats), desc='layout rounds', file=sys.stderr,
-                  disable=not progress):
-    order = runners[rnd % len(runners):] + runners[:rnd % len(runners)]
-    for r in order:
-      samples[r.name]['device'].append(r.time_device(steps[r.name]))
-      samples[r.name]['dispatched'].append(r.time_dispatched(steps[r.name]))
+  bar = tqdm(total=repeats, desc='layout rounds', file=sys.stderr,
+             disable=not progress)
+  samples, _ = timing.run_rounds(runners, repeats, target_s,
+                                 lambda: bar.update(1))
+  bar.close()
 
-  def ratio(name, kind, ref='sgdm'):
-    return float(np.median([a / b for a, b in zip(samples[name][kind],
-                                                  samples[ref][kind])]))
   rows, lines = [], []
-  for r in runners:
-    ref = opts[r.name][1]
-    dev = max_deviation(opts[r.name][0], opts[ref][0]) if ref else None
-    row = dict(layout=r.name, num_params=num_params,
-               device_s=float(np.median(samples[r.name]['device'])),
-               dispatched_s=float(np.median(samples[r.name]['dispatched'])),
-               device_x_sgdm=ratio(r.name, 'device'),
-               dispatched_x_sgdm=ratio(r.name, 'dispatched'),
-               hlo_words=r.hlo_words, hlo_array_copies=r.hlo_array_copies,
-               compile_s=r.compile_s, max_rel_dev_from_core=dev,
-               samples=samples[r.name])
-    if 'amsgrad' in samples:
-      row['device_x_amsgrad'] = ratio(r.name, 'device', 'amsgrad')
-      row['dispatched_x_amsgrad'] = ratio(r.name, 'dispatched', 'amsgrad')
+  for name in names:
+    ref = opts[name][1]
+    dev = max_deviation(opts[name][0], opts[ref][0]) if ref else None
+    probe = probes[name]
+    row = dict(layout=name, num_params=num_params,
+               device_s=timing.median(samples[name]['device']),
+               dispatched_s=timing.median(samples[name]['dispatched']),
+               hlo_words=probe['hlo_words'],
+               hlo_array_copies=probe['hlo_array_copies'],
+               compile_s=probe['compile_s'],
+               trace_lower_s=probe['trace_lower_s'],
+               max_rel_dev_from_core=dev, samples=samples[name])
+    for kind in ('device', 'dispatched'):
+      for ref_name in ('sgdm', 'amsgrad'):
+        row[f'{kind}_x_{ref_name}'] = timing.per_round_ratio(
+            samples, name, ref_name, kind)
     rows.append(row)
     lines.append((
-        r.name, f"{1e3 * row['device_s']:.2f}", f"{row['device_x_sgdm']:.2f}",
+        name, f"{1e3 * row['device_s']:.2f}", fmt(row['device_x_sgdm'], '.2f'),
         f"{1e3 * row['dispatched_s']:.2f}",
-        f"{row['dispatched_x_sgdm']:.2f}",
-        step_time._fmt(row.get('dispatched_x_amsgrad'), '.2f'),  # pylint: disable=protected-access
-        step_time._fmt(r.hlo_words, '.1f'), str(r.hlo_array_copies),  # pylint: disable=protected-access
-        '-' if dev is None else f'{dev:.1e}'))
-  table = step_time.markdown_table(
+        fmt(row['dispatched_x_sgdm'], '.2f'),
+        fmt(row['dispatched_x_amsgrad'], '.2f'), fmt(row['hlo_words'], '.1f'),
+        str(row['hlo_array_copies']), fmt(dev, '.1e')))
+  table = reporting.markdown_table(
       ('layout', 'device ms', 'x sgdm', 'dispatch ms', 'x sgdm', 'x amsgrad',
        'XLA w', 'copies', 'vs core'), lines)
-  print(f'# PNM/AdaPNM layouts, one float32 leaf of {step_time.size_label(num_params)}'
-        f' ({num_params:,}) params; medians of {repeats} rounds; ratios per '
-        'round. XLA w = bytes accessed per step (XLA cost analysis) / 4 / '
-        'params; copies = array copy instructions in the optimized HLO; vs '
-        'core = max relative parameter difference from pnm_optax after 6 '
-        'steps.')
+  print(f'# PNM/AdaPNM layouts, one float32 leaf of '
+        f'{reporting.size_label(num_params)} ({num_params:,}) params; medians '
+        f'of {repeats} round(s); ratios per round. XLA w = bytes accessed per '
+        'step (XLA cost analysis) / 4 / params; copies = array copy '
+        'instructions in the optimized HLO; vs core = max relative parameter '
+        'difference from pnm_optax after 6 steps.')
   print(table)
   return dict(num_params=num_params, repeats=repeats, rows=rows, table=table)
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(prog='python -m benchmarks.layouts',
+def main(argv=None) -> dict:
+  names = list(layout_optimizers())
+  parser = argparse.ArgumentParser(prog=PROG,
                                    description=__doc__.split('\n')[0])
-  parser.add_argument('--size', default='2^24')
-  parser.add_argument('--repeats', type=int, default=7)
-  parser.add_argument('--target-time', type=float, default=0.25)
-  parser.add_argument('--layouts', default=None,
-                      help='comma list of names (default: all)')
+  parser.add_argument('--size', type=cli.size, default=2 ** 24,
+                      help='parameters in the leaf (default 2^24)')
+  parser.add_argument('--repeats', type=cli.positive_int, default=7)
+  parser.add_argument('--target-time', type=cli.positive_float, default=0.25,
+                      help='seconds per timed sample')
+  parser.add_argument('--layouts', type=cli.name_list(names), default=None,
+                      help='comma list of ' + ','.join(f"'{n}'" for n in names)
+                      + ' (default: all)')
   parser.add_argument('--no-progress', action='store_true')
+  parser.add_argument('--out', default=None,
+                      help='also write the result as JSON to this file')
   args = parser.parse_args(argv)
-  names = None
+  chosen = None
   if args.layouts:
-    names = ['sgdm'] + [n for n in args.layouts.split(',') if n != 'sgdm']
-  info = step_time.machine_info()
-  print(f"# {info['timestamp_utc']}; {info['cpu']} ({info['cpu_count']} "
-        f"cores), JAX {info['jax']} [{info['backend']}], optax "
-        f"{info['optax']}; load average {os.getloadavg()}")
-  return run(step_time.parse_size(args.size), args.repeats, args.target_time,
-             names, not args.no_progress)
+    chosen = ['sgdm'] + [n for n in args.layouts if n != 'sgdm']
+  info = environment.collect()
+  for line in environment.header_lines(info):
+    print(line)
+  result = run(args.size, args.repeats, args.target_time, chosen,
+               not args.no_progress)
+  result['meta'] = info
+  if args.out:
+    try:
+      reporting.write_json(args.out, result)
+    except OSError as e:
+      cli.fail(PROG, f'cannot write {args.out}: {e}')
+  return result
 
 
 if __name__ == '__main__':

@@ -19,6 +19,15 @@ def fmt(value: Optional[float], spec: str, none: str = '-') -> str:
   return format(value, spec)
 
 
+def size_label(n: int) -> str:
+  """A parameter count as people write it: ``2^24``, ``1e5`` or ``123,456``."""
+  if n >= 2 ** 10 and n & (n - 1) == 0:
+    return f'2^{n.bit_length() - 1}'
+  if n >= 10 and 10 ** round(math.log10(n)) == n:
+    return f'1e{round(math.log10(n))}'
+  return f'{n:,}'
+
+
 def markdown_table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   """A Markdown table with aligned columns.
 

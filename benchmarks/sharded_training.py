@@ -19,6 +19,13 @@ Runs unchanged on CPU, GPU or TPU hosts, and across hosts::
   python -m benchmarks.sharded_training --coordinator-address HOST:PORT \\
       --num-processes 2 --process-id 0
 
+Any device count works: the global batch and the fsdp mesh's model axis,
+when not given, are chosen so that the devices divide them, and a weight
+dimension the mesh axis does not divide is replicated along it (the output
+says which); a size given that cannot be split ends the program with one
+line naming sizes that can (exit status 2). ``--devices N`` uses the first N
+devices only.
+
 Step times are medians over the steps after the first two (which include
 compilation: pmap compiles again on its second call); fake CPU devices share
 the host's cores, so their times say nothing about speed-ups.
@@ -26,35 +33,95 @@ the host's cores, so their times say nothing about speed-ups.
 
 import argparse
 import os
-import platform
-import sys
+
+from benchmarks import cli  # no JAX: flags are parsed before JAX starts
+
+PROG = 'python -m benchmarks.sharded_training'
+MODES = ('single', 'pmap', 'dp', 'fsdp')
+DEFAULT_BATCH = 256
+DEFAULT_MODEL_AXIS = 2
 
 
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-      description=__doc__.split('\n\n')[0],
+      prog=PROG, description=__doc__.split('\n\n')[0],
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument(
-      '--fake-devices', type=int, default=0, metavar='N',
+      '--fake-devices', type=cli.positive_int, default=None, metavar='N',
       help='simulate N CPU devices (sets XLA_FLAGS and JAX_PLATFORMS=cpu '
            'before JAX is imported); default: use the real devices')
+  parser.add_argument('--devices', type=cli.positive_int, default=None,
+                      metavar='N', help='use the first N devices only '
+                      '(one process; default: all)')
   parser.add_argument('--optimizer', choices=('pnm', 'adapnm'), default='pnm')
-  parser.add_argument('--modes', default='single,pmap,dp,fsdp',
-                      help='comma-separated subset of single,pmap,dp,fsdp')
-  parser.add_argument('--steps', type=int, default=30)
-  parser.add_argument('--batch', type=int, default=256, help='global batch')
-  parser.add_argument('--hidden', type=int, default=512)
-  parser.add_argument('--model-axis', type=int, default=2,
-                      help="size of the fsdp mesh's 'model' axis")
+  parser.add_argument('--modes', type=cli.name_list(MODES),
+                      default=list(MODES),
+                      help='comma-separated subset of ' + ','.join(MODES))
+  parser.add_argument('--steps', type=cli.positive_int, default=30)
+  parser.add_argument('--batch', type=cli.positive_int, default=None,
+                      help='global batch, a multiple of the device count '
+                      f'(default: the multiple nearest {DEFAULT_BATCH})')
+  parser.add_argument('--hidden', type=cli.positive_int, default=512)
+  parser.add_argument('--model-axis', type=cli.positive_int, default=None,
+                      help="size of the fsdp mesh's 'model' axis, a divisor "
+                      f'of the device count (default {DEFAULT_MODEL_AXIS} '
+                      'where it divides the device count and --hidden, '
+                      'else 1)')
   parser.add_argument('--seed', type=int, default=0)
   multihost = parser.add_argument_group('multi-host (jax.distributed)')
   multihost.add_argument('--distributed', action='store_true',
                          help='jax.distributed.initialize() with cluster '
                               'auto-detection (TPU pods, SLURM, ...)')
   multihost.add_argument('--coordinator-address', metavar='HOST:PORT')
-  multihost.add_argument('--num-processes', type=int)
+  multihost.add_argument('--num-processes', type=cli.positive_int)
   multihost.add_argument('--process-id', type=int)
   return parser
+
+
+def _divisors(n: int) -> list:
+  return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def choose_layout(num_devices: int, batch, model_axis, hidden: int):
+  """The global batch and the fsdp mesh's ``(data, model)`` axis sizes.
+
+  A size left as None is chosen so that the device count divides it: the
+  batch is the multiple of ``num_devices`` nearest ``DEFAULT_BATCH``, the
+  model axis ``DEFAULT_MODEL_AXIS`` where it divides both the device count
+  and ``hidden``, else 1. A size given that does not divide is an error.
+
+  Returns:
+    ``(batch, (data, model), note)``, the note saying what was chosen.
+
+  Raises:
+    ValueError: one line naming the flag and the values that would work.
+  """
+  n = num_devices
+  chosen = []
+  if batch is None:
+    batch = max(n, n * round(DEFAULT_BATCH / n))
+    if batch != DEFAULT_BATCH:
+      chosen.append(f'global batch {batch} (the multiple of {n} devices '
+                    f'nearest {DEFAULT_BATCH})')
+  elif batch % n:
+    lower, upper = n * (batch // n), n * (batch // n + 1)
+    fits = [d for d in _divisors(batch) if d < n][-1]
+    raise ValueError(
+        f'--batch {batch} does not split over {n} devices: use a multiple of '
+        f'{n} (e.g. --batch {upper}' + (f' or {lower}' if lower else '')
+        + f'), or --devices {fits}')
+  if model_axis is None:
+    model_axis = (DEFAULT_MODEL_AXIS if n % DEFAULT_MODEL_AXIS == 0
+                  and hidden % DEFAULT_MODEL_AXIS == 0 else 1)
+  elif n % model_axis:
+    raise ValueError(f'--model-axis {model_axis} does not divide {n} '
+                     f'devices: use one of {_divisors(n)}')
+  elif hidden % model_axis:
+    raise ValueError(
+        f'--model-axis {model_axis} does not divide --hidden {hidden}: use '
+        f'--hidden {model_axis * max(1, round(hidden / model_axis))} or a '
+        f'model axis among {[d for d in _divisors(n) if hidden % d == 0]}')
+  return batch, (n // model_axis, model_axis), '; '.join(chosen)
 
 
 if __name__ == '__main__':
@@ -77,6 +144,7 @@ import optax  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 import pnm_optax  # noqa: E402
+from benchmarks import environment  # noqa: E402
 
 IN_DIM, CLASSES = 64, 10
 WARMUP = 2  # steps left out of the timing: they include compilation
@@ -87,6 +155,22 @@ FSDP_SPECS = {
     'w2': P('model', 'data'), 'b2': P(),
     'w3': P('data', None), 'b3': P(),
 }
+
+
+def fit_specs(specs: dict, shapes: dict, axis_sizes: dict):
+  """``specs`` with each dimension that its mesh axis does not divide
+  replicated (as FSDP implementations do), and a note naming them."""
+  fitted, replicated = {}, []
+  for name, spec in specs.items():
+    entries = list(spec) + [None] * (len(shapes[name]) - len(spec))
+    for i, axis in enumerate(entries):
+      if axis is not None and shapes[name][i] % axis_sizes[axis]:
+        replicated.append(f'{name} dim {i} ({shapes[name][i]}) on {axis!r}')
+        entries[i] = None
+    fitted[name] = P(*entries)
+  note = ('replicated where the axis does not divide: ' + ', '.join(replicated)
+          if replicated else '')
+  return fitted, note
 
 
 # ------------------------------------------------------------ problem ---
@@ -166,9 +250,14 @@ def _state_bytes_on_first_device(state) -> int:
              for s in leaf.addressable_shards if s.device == device)
 
 
-def run_single(opt, params0, batches):
+def _local(devices) -> list:
+  """This process's devices among ``devices``."""
+  return [d for d in devices if d.process_index == jax.process_index()]
+
+
+def run_single(opt, params0, batches, devices):
   """Reference: one device, the whole global batch."""
-  device = jax.local_devices()[0]
+  device = _local(devices)[0]
   params = jax.device_put(params0, device)
   # Committed like the step's outputs, so step 2 does not compile again.
   state = jax.device_put(opt.init(params), device)
@@ -180,23 +269,26 @@ def run_single(opt, params0, batches):
           _state_bytes_on_first_device(state))
 
 
-def run_pmap(opt, params0, batches):
+def run_pmap(opt, params0, batches, devices):
   """pmap data parallelism: replicated state, gradients pmean'd."""
-  n_local = jax.local_device_count()
+  n_local = len(_local(devices))
+  # All devices: pmap picks them (across processes); a subset: name it.
+  subset = None if len(devices) == jax.device_count() else devices
   def step(params, state, x, y):
     loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
     grads, loss = jax.lax.pmean((grads, loss), axis_name='batch')
     updates, state = opt.update(grads, state, params)
     return optax.apply_updates(params, updates), state, loss
-  p_step = jax.pmap(step, axis_name='batch', donate_argnums=(0, 1))
+  p_step = jax.pmap(step, axis_name='batch', donate_argnums=(0, 1),
+                    devices=subset)
   params = jax.tree.map(lambda a: np.broadcast_to(a, (n_local,) + a.shape),
                         params0)  # host arrays, one copy per device
-  state = jax.pmap(opt.init)(params)
+  state = jax.pmap(opt.init, devices=subset)(params)
   mine = slice(jax.process_index() * n_local,
                (jax.process_index() + 1) * n_local)
 
   def local(a):  # this process's part of the global batch, a row per device
-    return a.reshape(jax.device_count(), -1, *a.shape[1:])[mine]
+    return a.reshape(len(devices), -1, *a.shape[1:])[mine]
 
   params, state, losses, times = _timed_loop(
       p_step, params, state, ((local(x), local(y)) for x, y in batches),
@@ -254,51 +346,66 @@ def main(args) -> None:
         num_processes=args.num_processes, process_id=args.process_id)
   if args.fake_devices and jax.device_count() != args.fake_devices * max(
       jax.process_count(), 1):
-    sys.exit('--fake-devices needs XLA_FLAGS set before JAX starts: run this '
-             'file as a program (python -m benchmarks.sharded_training).')
-  n = jax.device_count()
+    cli.fail(PROG, '--fake-devices needs XLA_FLAGS set before JAX starts: '
+             'run this file as a program (python -m '
+             'benchmarks.sharded_training).')
+  devices = jax.devices()
+  if args.devices:
+    if jax.process_count() > 1:
+      cli.fail(PROG, '--devices picks devices of one process; with '
+               f'{jax.process_count()} processes all devices are used')
+    if args.devices > len(devices):
+      cli.fail(PROG, f'--devices {args.devices}: only {len(devices)} '
+               'devices here (--fake-devices N simulates N on a CPU)')
+    devices = devices[:args.devices]
+  n = len(devices)
+  try:
+    batch, (data_axis, model_axis), chosen = choose_layout(
+        n, args.batch, args.model_axis, args.hidden)
+  except ValueError as e:
+    cli.fail(PROG, str(e))
   say = print if jax.process_index() == 0 else (lambda *a, **k: None)
-  say(f'jax {jax.__version__}, optax {optax.__version__}, pnm_optax '
-      f'{pnm_optax.__version__}, python {platform.python_version()}')
+  for line in environment.header_lines(environment.collect()):
+    say(line)
   say(f'backend {jax.default_backend()}: {n} devices '
-      f'({jax.devices()[0].device_kind}), {jax.process_count()} process(es); '
-      f'host {platform.machine()}, {os.cpu_count()} CPU cores')
-  if args.batch % n:
-    sys.exit(f'--batch {args.batch} must be divisible by {n} devices')
+      f'({devices[0].device_kind}), {jax.process_count()} process(es)')
 
-  model_axis = args.model_axis if n % args.model_axis == 0 else 1
-  meshes = {
-      'dp': (jax.make_mesh((n,), ('data',),
-                           axis_types=(jax.sharding.AxisType.Auto,)), None),
-      'fsdp': (jax.make_mesh((n // model_axis, model_axis), ('data', 'model'),
-                             axis_types=(jax.sharding.AxisType.Auto,) * 2),
-               FSDP_SPECS),
-  }
+  auto = jax.sharding.AxisType.Auto
+  fsdp_mesh = jax.make_mesh((data_axis, model_axis), ('data', 'model'),
+                            axis_types=(auto,) * 2, devices=devices)
   params0 = init_params(args.hidden, args.seed)
+  fsdp_specs, replicated = fit_specs(
+      FSDP_SPECS, {k: v.shape for k, v in params0.items()},
+      {'data': data_axis, 'model': model_axis})
+  meshes = {
+      'dp': (jax.make_mesh((n,), ('data',), axis_types=(auto,),
+                           devices=devices), None),
+      'fsdp': (fsdp_mesh, fsdp_specs),
+  }
   n_params = sum(a.size for a in params0.values())
   say(f'MLP {IN_DIM}-{args.hidden}-{args.hidden}-{CLASSES} ({n_params} '
-      f'parameters), {args.optimizer}, global batch {args.batch}, '
-      f'{args.steps} steps')
+      f'parameters), {args.optimizer}, global batch {batch}, '
+      f'{args.steps} steps; fsdp mesh data={data_axis} x model={model_axis}')
+  for note in (chosen, replicated):
+    if note:
+      say(f'# {note}')
 
-  modes = args.modes.split(',')
   results = {}
-  for mode in modes:
+  for mode in args.modes:
     opt = make_optimizer(args.optimizer)
-    batches = global_batches(args.steps, args.batch, args.seed)
+    batches = global_batches(args.steps, batch, args.seed)
     if mode == 'single':
-      results[mode] = run_single(opt, params0, batches)
+      results[mode] = run_single(opt, params0, batches, devices)
     elif mode == 'pmap':
-      results[mode] = run_pmap(opt, params0, batches)
-    elif mode in meshes:
+      results[mode] = run_pmap(opt, params0, batches, devices)
+    else:
       mesh, specs = meshes[mode]
       specs = specs or {k: P() for k in params0}
       results[mode] = run_mesh(opt, params0, batches, mesh, specs)
-    else:
-      sys.exit(f'unknown mode {mode!r}')
 
   layout = {'single': '1 device', 'pmap': f'pmap over {n}',
             'dp': f'mesh data={n}',
-            'fsdp': f'mesh data={n // model_axis} x model={model_axis}'}
+            'fsdp': f'mesh data={data_axis} x model={model_axis}'}
   ref = results.get('single')
   base_ms = (np.median(ref[2][WARMUP:]) * 1e3
              if ref and args.steps > WARMUP else None)

@@ -72,6 +72,34 @@ def transformer_shapes(d_model: int = 512, num_layers: int = 8,
   return shapes
 
 
+def many_leaves_shapes(num_leaves: int = 1000,
+                       widths: Tuple[int, ...] = (16, 32, 64)) -> Shapes:
+  """A deep network's many small leaves: compile time grows with the count.
+
+  Repeats a 5-leaf layer (3x3 convolution kernel, norm scale and bias, dense
+  kernel and bias) with the width cycling through ``widths``, cut to exactly
+  ``num_leaves`` leaves. The default is 1000 leaves and about 3.9M
+  parameters: the parameters are few, the leaves many, as in a deep
+  network's hundreds of kernels, biases and norms.
+
+  Raises:
+    ValueError: if ``num_leaves`` is below one.
+  """
+  if num_leaves < 1:
+    raise ValueError(f'num_leaves must be >= 1, got {num_leaves}')
+  shapes: Shapes = []
+  layer = 0
+  while len(shapes) < num_leaves:
+    c = widths[layer % len(widths)]
+    name = f'layer{layer}'
+    shapes += [(f'{name}/conv/kernel', (3, 3, c, c)),
+               (f'{name}/norm/scale', (c,)), (f'{name}/norm/bias', (c,)),
+               (f'{name}/dense/kernel', (c, 2 * c)),
+               (f'{name}/dense/bias', (2 * c,))]
+    layer += 1
+  return shapes[:num_leaves]
+
+
 def single_leaf_shapes(num_params: int) -> Shapes:
   """One flat float leaf of ``num_params`` elements."""
   return [('w', (int(num_params),))]
@@ -80,6 +108,7 @@ def single_leaf_shapes(num_params: int) -> Shapes:
 TREES = {
     'resnet18': resnet18_shapes,
     'transformer': transformer_shapes,
+    'many_leaves': many_leaves_shapes,
 }
 
 
@@ -93,3 +122,9 @@ def make_tree(shapes: Shapes, key: jax.Array, dtype=jnp.float32,
   keys = jax.random.split(key, len(shapes))
   return {name: scale * jax.random.normal(k, shape, dtype)
           for k, (name, shape) in zip(keys, shapes)}
+
+
+def abstract_tree(shapes: Shapes, dtype=jnp.float32) -> dict:
+  """The same dict as :func:`make_tree`, as ``jax.ShapeDtypeStruct`` leaves
+  (for tracing and compiling without allocating)."""
+  return {name: jax.ShapeDtypeStruct(shape, dtype) for name, shape in shapes}

@@ -9,8 +9,9 @@ the scripts are in ``tests/multidevice/``):
   training, state shardings on a (2, 4) mesh (Auto and Explicit axes) and
   the collectives in the compiled update; it writes JSON and the tests below
   assert on it.
-* ``benchmarks/sharded_training.py`` (the example) runs once with 4 fake
-  devices as a smoke test of the documented command.
+* ``benchmarks/sharded_training.py`` (the example) runs with 4 fake devices
+  as a smoke test of the documented command, and with 6, 3, 8 and 1 to check
+  that it picks a mesh (or says which sizes to use) for any device count.
 * ``distributed_worker.py`` is started twice as a 2-process
   ``jax.distributed`` job on 127.0.0.1, plus once on a single device.
 
@@ -233,23 +234,69 @@ def test_two_processes_train_like_one(tmp_path):
 
 # ------------------------------------------------------------- example ---
 
-def test_example_script_runs_and_agrees(tmp_path):
-  """The documented example, small: every mode matches the single device."""
-  proc = subprocess.run(
-      [sys.executable, '-m', 'benchmarks.sharded_training',
-       '--fake-devices', '4', '--steps', '3', '--hidden', '64',
-       '--batch', '32'],
+def _example(*flags) -> subprocess.CompletedProcess:
+  """Runs the documented example with ``flags``."""
+  return subprocess.run(
+      [sys.executable, '-m', 'benchmarks.sharded_training', *flags],
       cwd=REPO, env=_env(), capture_output=True, text=True,
       timeout=SUBPROCESS_TIMEOUT_S)
-  assert proc.returncode == 0, proc.stderr[-6000:]
-  assert 'backend cpu: 4 devices' in proc.stdout
+
+
+def _mode_rows(stdout: str) -> dict:
+  """``mode -> cells`` of the example's table; asserts every mode ran."""
   rows = {}
-  for line in proc.stdout.splitlines():
+  for line in stdout.splitlines():
     cells = [c.strip() for c in line.strip().strip('|').split('|')]
     if cells[0] in ('single', 'pmap', 'dp', 'fsdp'):
       rows[cells[0]] = cells
-  assert set(rows) == {'single', 'pmap', 'dp', 'fsdp'}, proc.stdout
+  assert set(rows) == {'single', 'pmap', 'dp', 'fsdp'}, stdout
+  return rows
+
+
+def test_example_script_runs_and_agrees(tmp_path):
+  """The documented example, small: every mode matches the single device."""
+  proc = _example('--fake-devices', '4', '--steps', '3', '--hidden', '64',
+                  '--batch', '32')
+  assert proc.returncode == 0, proc.stderr[-6000:]
+  assert 'backend cpu: 4 devices' in proc.stdout
+  rows = _mode_rows(proc.stdout)
   for mode, cells in rows.items():
     assert float(cells[4]) < TRAJECTORY_RTOL, (mode, cells)  # vs single
   # FSDP shards the optimizer state: less of it on device 0 than replicated.
   assert float(rows['fsdp'][5]) < float(rows['dp'][5]) / 2
+
+
+@pytest.mark.parametrize('devices, batch, mesh', [
+    (6, 258, 'data=3 x model=2'),  # the multiple of 6 nearest 256
+    (3, 255, 'data=3 x model=1'),
+    (8, 256, 'data=4 x model=2'),
+    (1, 256, 'data=1 x model=1'),
+])
+def test_example_picks_a_mesh_for_any_device_count(devices, batch, mesh):
+  proc = _example('--fake-devices', str(devices), '--steps', '3',
+                  '--hidden', '64')
+  assert proc.returncode == 0, proc.stderr[-6000:]
+  assert f'backend cpu: {devices} devices' in proc.stdout
+  assert f'global batch {batch}, 3 steps; fsdp mesh {mesh}' in proc.stdout
+  rows = _mode_rows(proc.stdout)
+  assert rows['fsdp'][1] == f'mesh {mesh}'
+  for mode, cells in rows.items():
+    assert float(cells[4]) < TRAJECTORY_RTOL, (mode, cells)  # vs single
+
+
+@pytest.mark.parametrize('flags, message', [
+    (('--fake-devices', '6', '--batch', '32'),
+     '--batch 32 does not split over 6 devices: use a multiple of 6 '
+     '(e.g. --batch 36 or 30), or --devices 4'),
+    (('--fake-devices', '6', '--model-axis', '4'),
+     '--model-axis 4 does not divide 6 devices: use one of [1, 2, 3, 6]'),
+    (('--fake-devices', '2', '--devices', '3'), '--devices 3: only 2 devices'),
+    (('--fake-devices', '2', '--modes', 'dp,zero'), "unknown name(s) 'zero'"),
+    (('--fake-devices', '-2',), '-2 is not >= 1'),
+])
+def test_example_says_which_sizes_to_use_in_one_line(flags, message):
+  proc = _example(*flags)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  errors = [l for l in proc.stderr.splitlines() if 'error:' in l]
+  assert len(errors) == 1 and message in errors[0], proc.stderr
+  assert 'Traceback' not in proc.stderr

@@ -1,8 +1,10 @@
 """PyTorch optimizers for the speed comparison (imported only if torch is).
 
-:class:`TorchPNM` is written from the PNM spec in the style of the authors'
+:class:`TorchPNM` is written from the PNM paper in the style of the authors'
 reference code: a Python loop over parameters, in-place tensor ops, and the
-buffer pair swapped by step parity. It is what a PyTorch user would run.
+buffer pair swapped by step parity. ``pytorch_optimizer``'s ``PNM`` and
+``AdaPNM`` are the implementations PyTorch users install; they are set to the
+JAX optimizers' hyperparameters (``benchmarks.optimizers``).
 """
 
 import math
@@ -43,13 +45,21 @@ class TorchPNM(torch.optim.Optimizer):
         p.add_(delta, alpha=-group['lr'])
 
 
-def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-  """``torch_sgd_foreach``, ``torch_sgd_fused`` (momentum 0.9) or
-  ``torch_pnm``."""
+def make(name: str, params, lr: float) -> torch.optim.Optimizer:
+  """A PyTorch optimizer of ``benchmarks.optimizers.TORCH_OPTIMIZERS``."""
   if name == 'torch_sgd_foreach':
     return torch.optim.SGD(params, lr=lr, momentum=0.9, foreach=True)
   if name == 'torch_sgd_fused':
     return torch.optim.SGD(params, lr=lr, momentum=0.9, fused=True)
   if name == 'torch_pnm':
     return TorchPNM(params, lr=lr)
-  raise ValueError(f'unknown torch optimizer {name!r}')
+  if name.startswith('pytorch_optimizer_'):
+    import pytorch_optimizer  # pylint: disable=g-import-not-at-top
+    if name == 'pytorch_optimizer_pnm':
+      return pytorch_optimizer.PNM(params, lr=lr, betas=(0.9, 1.0),
+                                   weight_decay=0.0)
+    if name == 'pytorch_optimizer_adapnm':
+      return pytorch_optimizer.AdaPNM(params, lr=lr, betas=(0.9, 0.999, 1.0),
+                                      weight_decay=0.0, ams_bound=True,
+                                      eps=1e-8)
+  raise ValueError(f'unknown PyTorch optimizer {name!r}')

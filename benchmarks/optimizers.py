@@ -1,0 +1,78 @@
+"""The optimizers the speed benchmark compares, and what each step must move.
+
+JAX optimizers are built here; PyTorch ones by
+:func:`benchmarks.torch_optimizers.make`, and only where the packages they
+need are installed (:func:`missing_module`). All use the same learning rate
+and the papers' default hyperparameters: momentum ``b1 = 0.9``, PNM's
+``b0 = 1``, AMSGrad on, no weight decay.
+"""
+
+import importlib.util
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
+
+import optax
+
+import pnm_optax
+
+LEARNING_RATE = 1e-3
+WORD_BYTES = 4  # float32 parameters
+BASELINE = 'sgdm'  # every ratio is taken to it (and to amsgrad, adam)
+
+
+class Optimizer(NamedTuple):
+  """A benchmarked optimizer.
+
+  Attributes:
+    make: ``mu_dtype -> GradientTransformation``; None for PyTorch ones.
+    floor_words: float32 words per parameter that a fully fused step must
+      read and write at least (the memory-traffic floor).
+    state_words: float32 buffers per parameter it keeps, plus temporaries
+      that live through a step (for memory planning).
+    requires: Python modules it needs beyond JAX and Optax.
+  """
+  make: Optional[Callable]
+  floor_words: int
+  state_words: int
+  requires: Tuple[str, ...] = ()
+
+
+JAX_OPTIMIZERS: Dict[str, Optimizer] = {
+    'sgdm': Optimizer(lambda mu_dtype: optax.sgd(
+        LEARNING_RATE, momentum=0.9, accumulator_dtype=mu_dtype), 5, 1),
+    'pnm': Optimizer(lambda mu_dtype: pnm_optax.pnm(
+        LEARNING_RATE, mu_dtype=mu_dtype), 6, 2),
+    'adam': Optimizer(lambda mu_dtype: optax.adam(
+        LEARNING_RATE, mu_dtype=mu_dtype), 7, 2),
+    'amsgrad': Optimizer(lambda mu_dtype: optax.amsgrad(
+        LEARNING_RATE, mu_dtype=mu_dtype), 9, 3),
+    'adapnm': Optimizer(lambda mu_dtype: pnm_optax.adapnm(
+        LEARNING_RATE, mu_dtype=mu_dtype), 10, 4),
+}
+_TORCH = ('torch',)
+_PYTORCH_OPTIMIZER = ('torch', 'pytorch_optimizer')
+TORCH_OPTIMIZERS: Dict[str, Optimizer] = {
+    'torch_sgd_foreach': Optimizer(None, 5, 1, _TORCH),
+    'torch_sgd_fused': Optimizer(None, 5, 1, _TORCH),
+    # Written like the PNM authors' code; + one temporary per leaf.
+    'torch_pnm': Optimizer(None, 6, 3, _TORCH),
+    # pytorch_optimizer's foreach steps: + one temporary list (PNM), two
+    # (AdaPNM: the denominators and the PN combination).
+    'pytorch_optimizer_pnm': Optimizer(None, 6, 3, _PYTORCH_OPTIMIZER),
+    'pytorch_optimizer_adapnm': Optimizer(None, 10, 6, _PYTORCH_OPTIMIZER),
+}
+ALL = {**JAX_OPTIMIZERS, **TORCH_OPTIMIZERS}
+
+
+def is_torch(name: str) -> bool:
+  return name in TORCH_OPTIMIZERS
+
+
+def module_available(module: str) -> bool:
+  """Whether ``module`` can be imported (without importing it)."""
+  return importlib.util.find_spec(module) is not None
+
+
+def missing_module(name: str) -> Optional[str]:
+  """The first module optimizer ``name`` needs that is not installed."""
+  return next((m for m in ALL[name].requires if not module_available(m)),
+              None)
