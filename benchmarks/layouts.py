@@ -14,10 +14,14 @@ written, decides whether XLA updates the buffers in place and fuses the step:
 * ``select_update``: select current/other slot with ``where``, update,
   write back with ``where``.
 * ``where_pos_neg``: fixed slots, each slot ``where(odd, update(a), a)``,
-  then positive/negative momentum selected with ``where`` (the first core).
+  then positive/negative momentum selected with ``where`` (an earlier core).
 * ``where_coef``: fixed slots as above, the PN combination done with scalar
-  coefficients picked by parity (no per-element selects).
-* ``core``: :func:`pnm_optax.scale_by_pnm` as it is now.
+  coefficients picked by parity.
+* ``core``: :func:`pnm_optax.scale_by_pnm` as it is now: fixed slots, each
+  rewritten as ``keep * mu + gain * g`` and the PN combination as
+  ``coef_odd * mu_odd + coef_even * mu_even``, with all six coefficients
+  computed once per step (no per-element selects; the untouched slot gets
+  ``keep = 1, gain = 0``).
 
 AdaPNM (AMSGrad) is timed with the two fixed-slot PN forms and in its core
 form next to ``optax.amsgrad`` and ``optax.adam``. Every alternative is

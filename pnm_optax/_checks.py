@@ -21,6 +21,12 @@ def _concrete(value: Any):
     return None
 
 
+def is_zero(value: Any) -> bool:
+  """Whether ``value`` is a concrete zero (not a schedule, not traced)."""
+  arr = _concrete(value)
+  return arr is not None and not np.any(arr)
+
+
 def check_nonnegative(name: str, value: Any, *, finite: bool = False) -> None:
   """Raises ValueError unless ``value`` >= 0 (NaN fails; inf too if
   ``finite``, for values where infinity can only give non-finite updates)."""

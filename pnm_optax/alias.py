@@ -1,6 +1,6 @@
-"""Optimizer aliases in the style of ``optax.adamw``."""
+"""The PNM and AdaPNM optimizers, in the style of ``optax.adamw``."""
 
-from typing import Any, Callable, Optional, Union
+from typing import Literal, Optional
 
 import jax
 import optax
@@ -8,23 +8,43 @@ import optax
 from pnm_optax import _checks
 from pnm_optax.transform import scale_by_adapnm, scale_by_pnm
 
+WeightDecayMode = Literal['decoupled', 'l2']
 _WEIGHT_DECAY_MODES = ('decoupled', 'l2')
-MaskOrFn = Optional[Union[Any, Callable[[optax.Params], Any]]]
+
+
+def _add_decayed_weights(
+    weight_decay: optax.ScalarOrSchedule, mask: optax.MaskOrFn
+) -> optax.GradientTransformation:
+  """``optax.add_decayed_weights`` that needs no ``params`` when the decay is
+  a concrete zero (as ``optax.sgd`` and ``optax.adam`` need none).
+
+  The state is the same either way, so a zero that becomes a traced value
+  under ``optax.inject_hyperparams`` keeps the state's structure.
+  """
+  decay = optax.add_decayed_weights(weight_decay, mask)
+  no_decay = _checks.is_zero(weight_decay)
+
+  def update_fn(updates, state, params=None):
+    if params is None and no_decay:
+      return updates, state
+    return decay.update(updates, state, params)
+
+  return optax.GradientTransformation(decay.init, update_fn)
 
 
 def _with_weight_decay(
     scale: optax.GradientTransformation,
     learning_rate: optax.ScalarOrSchedule,
     weight_decay: optax.ScalarOrSchedule,
-    weight_decay_mode: str,
-    mask: MaskOrFn,
+    weight_decay_mode: WeightDecayMode,
+    mask: optax.MaskOrFn,
 ) -> optax.GradientTransformation:
   """Chains ``scale`` with weight decay and the learning rate."""
-  _checks.check_nonnegative('learning_rate', learning_rate)
-  _checks.check_nonnegative('weight_decay', weight_decay)
+  _checks.check_nonnegative('learning_rate', learning_rate, finite=True)
+  _checks.check_nonnegative('weight_decay', weight_decay, finite=True)
   _checks.check_choice('weight_decay_mode', weight_decay_mode,
                        _WEIGHT_DECAY_MODES)
-  decay = optax.add_decayed_weights(weight_decay, mask)
+  decay = _add_decayed_weights(weight_decay, mask)
   steps = (scale, decay) if weight_decay_mode == 'decoupled' else (decay, scale)
   return optax.chain(*steps, optax.scale_by_learning_rate(learning_rate))
 
@@ -34,44 +54,81 @@ def pnm(
     b1: jax.typing.ArrayLike = 0.9,
     b0: optax.ScalarOrSchedule = 1.0,
     weight_decay: optax.ScalarOrSchedule = 0.0,
-    weight_decay_mode: str = 'decoupled',
-    mask: MaskOrFn = None,
+    weight_decay_mode: WeightDecayMode = 'decoupled',
+    mask: optax.MaskOrFn = None,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
 ) -> optax.GradientTransformation:
-  r"""Stochastic Positive-Negative Momentum (PNM) with weight decay.
+  r"""Stochastic Positive-Negative Momentum (PNM).
 
-  With :math:`u_t` the PN direction of :func:`pnm_optax.scale_by_pnm` and
-  :math:`\eta_t` the learning rate, decoupled weight decay (the reference
-  default) gives
+  PNM keeps two momentum buffers, one fed by the gradients of odd steps and
+  one by those of even steps, and steps along a positive-negative
+  combination of them. Because the buffers average disjoint gradients they
+  are independent, and the combination enlarges the gradient noise relative
+  to the mean direction by a factor set with :math:`\beta_0`, which the paper
+  shows improves generalization.
+
+  Let :math:`\eta_t` be the learning rate, :math:`g_t` the gradient and
+  :math:`\lambda` the weight decay. Step :math:`t = 1, 2, \dots` updates only
+  the buffer of its parity (the "positive" one) and reads the other as the
+  "negative" one:
 
   .. math::
 
-    p_t = p_{t-1} - \eta_t (u_t + \lambda p_{t-1})
-        = p_{t-1} (1 - \eta_t \lambda) - \eta_t u_t,
+    \begin{align*}
+      m_t &\leftarrow \beta_1^2 \, m_{t-2} + (1 - \beta_1^2) \, g_t,
+          \qquad m_{-1} = m_0 = 0 \\
+      u_t &\leftarrow \frac{(1 + \beta_0) \, m_t - \beta_0 \, m_{t-1}}
+                          {\sqrt{(1 + \beta_0)^2 + \beta_0^2}} \\
+      \theta_t &\leftarrow \theta_{t-1} - \eta_t \left(u_t + \lambda \,
+          \theta_{t-1}\right)
+    \end{align*}
 
-  and ``weight_decay_mode='l2'`` adds :math:`\lambda p_{t-1}` to the gradient
-  before the momentum update instead.
+  With ``weight_decay_mode='l2'``, :math:`\lambda \theta_{t-1}` is added to
+  :math:`g_t` before the momentum update instead (coupled L2).
 
-  Examples:
-    >>> import jax.numpy as jnp, optax, pnm_optax
-    >>> opt = pnm_optax.pnm(optax.cosine_decay_schedule(0.1, 1000), b0=1.0,
-    ...                     weight_decay=5e-4)
-    >>> params = {'w': jnp.ones(3)}
-    >>> state = opt.init(params)
-    >>> updates, state = opt.update({'w': jnp.ones(3)}, state, params)
+  In steady state the direction has mean :math:`E[g] / n` with
+  :math:`n = \sqrt{(1 + \beta_0)^2 + \beta_0^2}` and the noise variance of one
+  EMA buffer, so the noise-to-signal ratio grows by :math:`n` (2.24 at
+  :math:`\beta_0 = 1`); :math:`\beta_0 = 0` is EMA momentum with decay
+  :math:`\beta_1^2`. :func:`pnm_optax.b0_matched_learning_rate` and
+  :func:`pnm_optax.sgdm_equivalent_learning_rate` give learning rates with a
+  matched mean step.
 
   Args:
-    learning_rate: a scalar >= 0 or an :data:`optax.Schedule`.
-    b1: momentum coefficient in [0, 1).
-    b0: positive-negative coefficient >= 0, or a schedule (noise knob).
-    weight_decay: decay rate :math:`\lambda` >= 0, or a schedule.
-    weight_decay_mode: ``'decoupled'`` (as the reference) or ``'l2'``.
-    mask: pytree of booleans (or a function of the params returning one)
-      selecting the leaves that are decayed, as in :func:`optax.adamw`.
+    learning_rate: a scalar >= 0 (finite) or an :data:`optax.Schedule`.
+    b1: momentum coefficient :math:`\beta_1` in [0, 1); each buffer decays
+      with :math:`\beta_1^2` because it is written every other step.
+    b0: positive-negative coefficient :math:`\beta_0 \geq 0` (finite), or a
+      schedule of the 0-based step count (the noise knob).
+    weight_decay: decay rate :math:`\lambda` >= 0 (finite), or a schedule.
+    weight_decay_mode: ``'decoupled'`` (the reference's default) or
+      ``'l2'``.
+    mask: a tree of booleans with the structure of (or a prefix of) the
+      parameters, or a function of the parameters returning one, selecting
+      the leaves that are decayed, as in :func:`optax.adamw`.
     mu_dtype: dtype of the momentum buffers; ``None`` keeps the parameters'.
+      Arithmetic runs in at least float32 either way.
 
   Returns:
-    The corresponding :class:`optax.GradientTransformation`.
+    The corresponding :class:`optax.GradientTransformation`, a chain of
+    :func:`pnm_optax.scale_by_pnm`, :func:`optax.add_decayed_weights` and
+    :func:`optax.scale_by_learning_rate`. ``update`` needs ``params`` only
+    when the weight decay is not a concrete zero.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax, pnm_optax
+    >>> def f(x): return jnp.sum(x ** 2)
+    >>> solver = pnm_optax.pnm(learning_rate=0.1)
+    >>> params = jnp.array([1., 2., 3.])
+    >>> opt_state = solver.init(params)
+    >>> for _ in range(3):
+    ...   grad = jax.grad(f)(params)
+    ...   updates, opt_state = solver.update(grad, opt_state, params)
+    ...   params = optax.apply_updates(params, updates)
+    ...   print(f'{f(params):.4f}')
+    13.0645
+    12.6396
+    11.5111
 
   References:
     Xie et al., `Positive-Negative Momentum: Manipulating Stochastic Gradient
@@ -92,43 +149,70 @@ def adapnm(
     eps_root: jax.typing.ArrayLike = 0.0,
     amsgrad: bool = True,
     weight_decay: optax.ScalarOrSchedule = 0.0,
-    weight_decay_mode: str = 'decoupled',
-    mask: MaskOrFn = None,
+    weight_decay_mode: WeightDecayMode = 'decoupled',
+    mask: optax.MaskOrFn = None,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
+    nu_dtype: Optional[jax.typing.DTypeLike] = None,
 ) -> optax.GradientTransformation:
-  r"""AdaPNM: PNM with Adam's (AMSGrad by default) preconditioner.
+  r"""AdaPNM: the PN direction with Adam's (AMSGrad by default) preconditioner.
 
-  The update is that of :func:`pnm_optax.scale_by_adapnm`, then weight decay
-  as in :func:`pnm`, then scaling by :math:`-\eta_t`:
+  With :math:`u_t` the positive-negative direction of :func:`pnm`:
 
   .. math::
 
-    p_t = p_{t-1} - \eta_t \left(\frac{1}{1 - \beta_1^t}
-        \frac{u_t}{\sqrt{\hat v_t / (1 - \beta_2^t)} + \epsilon}
-        + \lambda p_{t-1}\right)
+    \begin{align*}
+      v_t &\leftarrow \beta_2 \, v_{t-1} + (1 - \beta_2) \, |g_t|^2 \\
+      \hat v_t &\leftarrow \max(\hat v_{t-1}, v_t)
+          \quad \text{(amsgrad; else } \hat v_t = v_t \text{)} \\
+      \theta_t &\leftarrow \theta_{t-1} - \eta_t \left(
+          \frac{1}{1 - \beta_1^t} \cdot
+          \frac{u_t}{\sqrt{\hat v_t / (1 - \beta_2^t) + \bar\epsilon}
+          + \epsilon} + \lambda \, \theta_{t-1}\right)
+    \end{align*}
 
-  Examples:
-    >>> import jax.numpy as jnp, optax, pnm_optax
-    >>> opt = optax.chain(optax.clip_by_global_norm(1.0),
-    ...                   pnm_optax.adapnm(1e-3, weight_decay=1e-2))
-    >>> state = opt.init({'w': jnp.ones(3)})
+  As in the authors' reference code, the first moment is bias-corrected with
+  :math:`1 - \beta_1^t` although each buffer decays with :math:`\beta_1^2`
+  every other step (the paper's typeset algorithm differs).
 
   Args:
-    learning_rate: a scalar >= 0 or an :data:`optax.Schedule`.
+    learning_rate: a scalar >= 0 (finite) or an :data:`optax.Schedule`.
     b1: momentum coefficient in [0, 1).
     b2: second-moment decay in [0, 1).
-    b0: positive-negative coefficient >= 0, or a schedule (noise knob).
-    eps: added to the denominator outside the square root (>= 0).
-    eps_root: added inside the square root (>= 0).
-    amsgrad: use the running maximum of the second moment (reference default).
-    weight_decay: decay rate >= 0, or a schedule.
-    weight_decay_mode: ``'decoupled'`` (as the reference) or ``'l2'``.
-    mask: pytree of booleans (or a function of the params) selecting the
-      leaves that are decayed.
+    b0: positive-negative coefficient >= 0 (finite), or a schedule.
+    eps: :math:`\epsilon`, added to the denominator outside the square root
+      (>= 0).
+    eps_root: :math:`\bar\epsilon`, added inside the square root (>= 0).
+    amsgrad: use the running maximum of the second moment (the reference
+      default).
+    weight_decay: decay rate :math:`\lambda` >= 0 (finite), or a schedule.
+    weight_decay_mode: ``'decoupled'`` (the reference's default) or
+      ``'l2'``.
+    mask: a tree of booleans (or a function of the parameters returning one)
+      selecting the leaves that are decayed.
     mu_dtype: dtype of the momentum buffers; ``None`` keeps the parameters'.
+    nu_dtype: real dtype of the second moments; ``None`` keeps the
+      parameters' real dtype, widened to float32 for float16 parameters.
 
   Returns:
-    The corresponding :class:`optax.GradientTransformation`.
+    The corresponding :class:`optax.GradientTransformation`, a chain of
+    :func:`pnm_optax.scale_by_adapnm`, :func:`optax.add_decayed_weights` and
+    :func:`optax.scale_by_learning_rate`.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax, pnm_optax
+    >>> def f(x): return jnp.sum(x ** 2)
+    >>> solver = optax.chain(optax.clip_by_global_norm(1.0),
+    ...                      pnm_optax.adapnm(1e-2, weight_decay=1e-2))
+    >>> params = jnp.array([1., 2., 3.])
+    >>> opt_state = solver.init(params)
+    >>> for _ in range(3):
+    ...   grad = jax.grad(f)(params)
+    ...   updates, opt_state = solver.update(grad, opt_state, params)
+    ...   params = optax.apply_updates(params, updates)
+    ...   print(f'{f(params):.4f}')
+    13.7942
+    13.7384
+    13.6383
 
   References:
     Xie et al., `Positive-Negative Momentum: Manipulating Stochastic Gradient
@@ -137,5 +221,5 @@ def adapnm(
   """
   return _with_weight_decay(
       scale_by_adapnm(b1=b1, b2=b2, b0=b0, eps=eps, eps_root=eps_root,
-                      amsgrad=amsgrad, mu_dtype=mu_dtype),
+                      amsgrad=amsgrad, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
       learning_rate, weight_decay, weight_decay_mode, mask)

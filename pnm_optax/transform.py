@@ -1,14 +1,20 @@
 """Positive-Negative Momentum gradient transformations.
 
-Both transforms keep two momentum buffers in fixed slots: ``mu_odd`` is
-written on odd steps and ``mu_even`` on even steps. Each step selects its slot
-with ``jnp.where`` on the step parity, leaf by leaf, so the state keeps one
-structure and every buffer keeps its own slot (aliasing cleanly under buffer
-donation); returning the pair swapped would force XLA to copy both buffers
-every step (see ``benchmarks/step_time.py``).
+The update equations are written once, in the docstrings of the aliases
+:func:`pnm_optax.pnm` and :func:`pnm_optax.adapnm`.
+
+Both transforms keep the two momentum buffers in fixed slots: ``mu_odd`` is
+written on odd steps and ``mu_even`` on even steps. Every step rewrites both
+slots in place, the untouched one with itself (``1 * mu + 0 * g``), so the
+state keeps one structure and each buffer keeps its slot, which aliases
+cleanly under buffer donation; returning the pair swapped would make XLA copy
+both buffers every step (``benchmarks/layouts.py`` times the alternatives).
+The step parity enters only through a few scalars computed once per step
+(see :func:`_pn_coefficients`), so the compiled step grows by only a few
+instructions per leaf.
 """
 
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -16,12 +22,16 @@ import optax
 
 from pnm_optax import _checks
 
+_INT32_MAX = jnp.iinfo(jnp.int32).max
+
 
 class ScaleByPNMState(NamedTuple):
   """State of :func:`scale_by_pnm`.
 
   Attributes:
-    count: number of steps taken so far (int32 scalar).
+    count: number of steps taken (int32 scalar). Past ``2**31 - 1`` it
+      alternates between its last two values, so the step parity (and with it
+      the slot written) keeps alternating.
     mu_odd: momentum buffer written on odd steps ``t = 1, 3, 5, ...``.
     mu_even: momentum buffer written on even steps ``t = 2, 4, 6, ...``.
   """
@@ -35,10 +45,11 @@ class ScaleByAdaPNMState(NamedTuple):
   """State of :func:`scale_by_adapnm`.
 
   Attributes:
-    count: number of steps taken so far (int32 scalar).
+    count: number of steps taken (int32 scalar), as in
+      :class:`ScaleByPNMState`.
     mu_odd: momentum buffer written on odd steps.
     mu_even: momentum buffer written on even steps.
-    nu: EMA of squared gradient magnitudes (real dtype).
+    nu: EMA of squared gradient magnitudes (a real dtype).
     nu_max: running maximum of ``nu`` with ``amsgrad=True``, else ``None``.
   """
 
@@ -49,67 +60,146 @@ class ScaleByAdaPNMState(NamedTuple):
   nu_max: Optional[optax.Updates]
 
 
+def _next_count(count: jax.Array) -> jax.Array:
+  """``count + 1``; at int32's maximum, one less instead.
+
+  Once saturated the count alternates between ``2**31 - 2`` and
+  ``2**31 - 1``, so its parity keeps alternating (``optax.safe_increment``
+  would freeze it and write one slot forever).
+  """
+  return jnp.where(count == _INT32_MAX, count - 1, count + 1)
+
+
 def _compute_dtype(*dtypes) -> jnp.dtype:
   """At least float32, so half-precision buffers do not lose the EMA."""
   return jnp.result_type(jnp.float32, *dtypes)
 
 
-def _real_dtype(dtype) -> jnp.dtype:
+def _real(dtype) -> jnp.dtype:
   return jnp.finfo(dtype).dtype
 
 
-def _zeros(params, dtype=None, real=False):
-  def zeros(p):
-    d = p.dtype if dtype is None else dtype
-    return jnp.zeros_like(p, dtype=_real_dtype(d) if real else d)
-  return jax.tree.map(zeros, params)
+def _per_dtype(fn: Callable[[jnp.dtype], tuple]) -> Callable:
+  """Memoises ``fn(real dtype)`` for one trace: scalars computed once."""
+  cache = {}
+
+  def get(dtype):
+    dtype = _real(dtype)
+    if dtype not in cache:
+      cache[dtype] = fn(dtype)
+    return cache[dtype]
+  return get
 
 
-def _flatten_matching(name: str, updates, state_tree):
-  """Flattens ``updates`` and ``state_tree``; raises if they do not match."""
-  paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(updates)
-  state_leaves, state_def = jax.tree.flatten(state_tree)
-  if treedef != state_def:
+def _check_params(name: str, params) -> None:
+  """Raises ValueError for integer or boolean leaves, naming them."""
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    dtype = jnp.result_type(leaf)
+    if not jnp.issubdtype(dtype, jnp.inexact):
+      raise ValueError(
+          f'{name}: parameter {jax.tree_util.keystr(path) or "(root)"} has '
+          f'dtype {dtype}; only floating-point and complex parameters can be '
+          'optimized. Leave integer and boolean leaves out, e.g. with '
+          'optax.masked(optimizer, mask) or optax.multi_transform('
+          "{'train': optimizer, 'frozen': optax.set_to_zero()}, labels).")
+
+
+def _check_matches(name: str, updates, buffers) -> None:
+  """Raises ValueError if ``updates`` does not match the state's buffers."""
+  if jax.tree.structure(updates) != jax.tree.structure(buffers):
     raise ValueError(
         f'{name}: the updates tree does not match the optimizer state.\n'
-        f'  updates: {treedef}\n  state:   {state_def}')
-  for (path, g), s in zip(paths_leaves, state_leaves):
+        f'  updates: {jax.tree.structure(updates)}\n'
+        f'  state:   {jax.tree.structure(buffers)}')
+  for (path, g), s in zip(jax.tree_util.tree_flatten_with_path(updates)[0],
+                          jax.tree.leaves(buffers)):
     if jnp.shape(g) != jnp.shape(s):
       raise ValueError(
           f'{name}: updates leaf {jax.tree_util.keystr(path)} has shape '
           f'{jnp.shape(g)} but its optimizer state has shape {jnp.shape(s)}.')
-  return [g for _, g in paths_leaves], treedef
 
 
-def _pn_coefficients(b0):
-  """``(1 + b0) / n`` and ``b0 / n`` with ``n = sqrt((1 + b0)^2 + b0^2)``."""
-  inv_norm = 1 / jnp.sqrt((1 + b0) ** 2 + b0 ** 2)
-  return (1 + b0) * inv_norm, b0 * inv_norm
+class _PNCoefficients(NamedTuple):
+  """Per-step scalars of the PN step, in one dtype.
 
-
-def _pn_step(g, m_odd, m_even, odd, beta, pos_coef, neg_coef):
-  """One PNM step on a leaf, in the compute dtype.
-
-  Returns the PN direction and both slots (the untouched one unchanged). The
-  two ``where`` selections per slot are written so XLA fuses the whole step
-  into one pass; rewriting them as "select, update, scatter back" makes the
-  CPU backend materialise intermediates (5x slower).
+  With them a leaf's step is ``mu_odd <- keep_odd * mu_odd + gain_odd * g``,
+  ``mu_even <- keep_even * mu_even + gain_even * g`` and
+  ``direction = coef_odd * mu_odd + coef_even * mu_even``. On odd steps
+  ``(keep_odd, gain_odd) = (b1^2, 1 - b1^2)``, ``(keep_even, gain_even) =
+  (1, 0)`` (the slot is left as it is) and ``(coef_odd, coef_even) = (pos,
+  -neg)``; even steps swap the roles.
   """
-  dtype = _compute_dtype(g.dtype, m_odd.dtype)
-  real = _real_dtype(dtype)
-  beta = jnp.asarray(beta, real)
-  g, a, b = g.astype(dtype), m_odd.astype(dtype), m_even.astype(dtype)
-  a = jnp.where(odd, beta * a + (1 - beta) * g, a)
-  b = jnp.where(odd, b, beta * b + (1 - beta) * g)
-  pos = jnp.where(odd, a, b)
-  neg = jnp.where(odd, b, a)
-  direction = (jnp.asarray(pos_coef, real) * pos
-               - jnp.asarray(neg_coef, real) * neg)
-  return direction, a.astype(m_odd.dtype), b.astype(m_even.dtype)
+
+  keep_odd: jax.Array
+  gain_odd: jax.Array
+  keep_even: jax.Array
+  gain_even: jax.Array
+  coef_odd: jax.Array
+  coef_even: jax.Array
 
 
-def _b0_at(b0, count):
-  return b0(count) if callable(b0) else b0
+def _pn_coefficients(count, b1, b0, dtype, scale=1.0) -> _PNCoefficients:
+  """The coefficients of step ``t = count + 1``, the direction times ``scale``.
+
+  ``pos = (1 + b0) / n`` and ``neg = b0 / n`` with
+  ``n = sqrt((1 + b0)^2 + b0^2)``.
+  """
+  b0 = jnp.asarray(b0(count) if callable(b0) else b0, dtype)
+  beta = jnp.asarray(b1, dtype) ** 2
+  inv_norm = scale / jnp.sqrt((1 + b0) ** 2 + b0 ** 2)
+  pos, neg = (1 + b0) * inv_norm, b0 * inv_norm
+  one, zero = jnp.ones([], dtype), jnp.zeros([], dtype)
+  # Each coefficient is an exact sum weighted by the one-hot parity (one
+  # term times 1, the other times 0). XLA computes such a reduction once per
+  # step; a select on the parity would be re-derived inside each of a leaf's
+  # fused kernels, and compile time would grow much faster with the leaves.
+  is_even = jnp.bitwise_and(count, 1).astype(dtype)  # count >= 0
+  weights = jnp.stack([1 - is_even, is_even])
+
+  def pick(odd_step, even_step):
+    return jnp.sum(weights * jnp.stack([odd_step, even_step]))
+  return _PNCoefficients(
+      keep_odd=pick(beta, one), gain_odd=pick(1 - beta, zero),
+      keep_even=pick(one, beta), gain_even=pick(zero, 1 - beta),
+      coef_odd=pick(pos, -neg), coef_even=pick(-neg, pos))
+
+
+def _pn_leaf(g, mu_odd, mu_even, coefficients):
+  """One PN step on a leaf: ``(direction, mu_odd, mu_even)``.
+
+  Runs in at least float32 and stores each buffer in its own dtype. The
+  untouched slot is rewritten with itself, exactly for finite gradients (a
+  non-finite gradient reaches both slots; ``optax.apply_if_finite`` skips
+  such steps).
+  """
+  dtype = _compute_dtype(g.dtype, mu_odd.dtype)
+  c = coefficients(dtype)
+  g, a, b = g.astype(dtype), mu_odd.astype(dtype), mu_even.astype(dtype)
+  a = c.keep_odd * a + c.gain_odd * g
+  b = c.keep_even * b + c.gain_even * g
+  direction = c.coef_odd * a + c.coef_even * b
+  return direction, a.astype(mu_odd.dtype), b.astype(mu_even.dtype)
+
+
+def _nu_dtype_for(param_dtype, nu_dtype):
+  """The second moment's dtype: ``nu_dtype``, else the parameter's real dtype
+  widened to float32 for float16 (whose range loses ``(1 - b2) g^2``)."""
+  if nu_dtype is not None:
+    return nu_dtype
+  real = _real(param_dtype)
+  return jnp.dtype(jnp.float32) if real == jnp.float16 else real
+
+
+def _canonical_dtype(name: str, dtype, real: bool = False):
+  """``jax.dtypes.canonicalize_dtype`` of an inexact dtype, or None."""
+  if dtype is None:
+    return None
+  dtype = jax.dtypes.canonicalize_dtype(dtype)
+  kind = jnp.floating if real else jnp.inexact
+  if not jnp.issubdtype(dtype, kind):
+    raise ValueError(f'{name} must be a {"real " if real else ""}'
+                     f'floating-point dtype or None, got {dtype}.')
+  return dtype
 
 
 def scale_by_pnm(
@@ -117,32 +207,18 @@ def scale_by_pnm(
     b0: optax.ScalarOrSchedule = 1.0,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
 ) -> optax.GradientTransformation:
-  r"""Rescales updates by stochastic Positive-Negative Momentum (PNM).
+  r"""Rescales updates by stochastic Positive-Negative Momentum.
 
-  Two momentum buffers alternate; step :math:`t = 1, 2, \dots` updates only
-  the buffer of its parity (the "positive" one) and combines it with the
-  other ("negative") buffer:
-
-  .. math::
-
-    m_t &= \beta_1^2 m_{t-2} + (1 - \beta_1^2) g_t,
-        \qquad m_{-1} = m_0 = 0 \\
-    u_t &= \frac{(1 + \beta_0) m_t - \beta_0 m_{t-1}}
-               {\sqrt{(1 + \beta_0)^2 + \beta_0^2}}
-
-  The buffers average disjoint (odd/even) gradients, so they are independent:
-  the normalisation keeps the noise variance of one EMA buffer while the mean
-  direction shrinks by :math:`1/\sqrt{(1 + \beta_0)^2 + \beta_0^2}`, i.e. the
-  noise-to-signal ratio grows with :math:`\beta_0`, the knob that manipulates
-  stochastic gradient noise. :math:`\beta_0 = 0` is an EMA momentum with
-  decay :math:`\beta_1^2`. Multiply by ``-learning_rate``
-  (e.g. with :func:`optax.scale_by_learning_rate`) to get the parameter step.
+  Gives the direction :math:`u_t` of :func:`pnm_optax.pnm` (see there for the
+  equations); multiply by ``-learning_rate`` (e.g. with
+  :func:`optax.scale_by_learning_rate`) for the parameter step.
 
   Args:
     b1: momentum coefficient :math:`\beta_1` in [0, 1); each buffer decays
       with :math:`\beta_1^2` because it is written every other step.
-    b0: positive-negative coefficient :math:`\beta_0 \geq 0`, or a schedule
-      ``step -> b0`` (evaluated at the 0-based step count) to anneal the noise.
+    b0: positive-negative coefficient :math:`\beta_0 \geq 0` (finite), or a
+      schedule ``count -> b0`` (evaluated at the 0-based step count) to
+      anneal the noise.
     mu_dtype: dtype of the momentum buffers; ``None`` keeps each parameter's
       dtype. Arithmetic runs in at least float32 either way.
 
@@ -150,37 +226,42 @@ def scale_by_pnm(
     A :class:`optax.GradientTransformation` with state
     :class:`ScaleByPNMState`.
 
+  Examples:
+    >>> import jax.numpy as jnp, pnm_optax
+    >>> tx = pnm_optax.scale_by_pnm(b1=0.9, b0=1.0)
+    >>> state = tx.init(jnp.zeros(2))
+    >>> direction, state = tx.update(jnp.ones(2), state)
+    >>> print(f'{direction[0]:.6f}')  # (1 + b0)(1 - b1^2) / sqrt(5) at t = 1
+    0.169941
+
   References:
     Xie et al., `Positive-Negative Momentum: Manipulating Stochastic Gradient
     Noise to Improve Generalization <https://arxiv.org/abs/2103.17182>`_,
     ICML 2021.
   """
   _checks.check_unit_interval('b1', b1)
-  _checks.check_nonnegative('b0', b0)
-  mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
+  _checks.check_nonnegative('b0', b0, finite=True)
+  mu_dtype = _canonical_dtype('mu_dtype', mu_dtype)
 
   def init_fn(params):
+    _check_params('scale_by_pnm', params)
     return ScaleByPNMState(
         count=jnp.zeros([], jnp.int32),
-        mu_odd=_zeros(params, mu_dtype),
-        mu_even=_zeros(params, mu_dtype))
+        mu_odd=optax.tree.zeros_like(params, dtype=mu_dtype),
+        mu_even=optax.tree.zeros_like(params, dtype=mu_dtype))
 
   def update_fn(updates, state, params=None):
     del params
-    grads, treedef = _flatten_matching('scale_by_pnm', updates, state.mu_odd)
-    odd = state.count % 2 == 0  # this step is t = count + 1
-    pos_coef, neg_coef = _pn_coefficients(_b0_at(b0, state.count))
-    out = [
-        _pn_step(g, a, b, odd, b1 ** 2, pos_coef, neg_coef)
-        for g, a, b in zip(grads, jax.tree.leaves(state.mu_odd),
-                           jax.tree.leaves(state.mu_even))
-    ]
-    new_updates = [d.astype(g.dtype) for (d, _, _), g in zip(out, grads)]
-    unflatten = lambda xs: jax.tree.unflatten(treedef, xs)
-    return unflatten(new_updates), ScaleByPNMState(
-        count=optax.safe_increment(state.count),
-        mu_odd=unflatten([a for _, a, _ in out]),
-        mu_even=unflatten([b for _, _, b in out]))
+    _check_matches('scale_by_pnm', updates, state.mu_odd)
+    coefficients = _per_dtype(
+        lambda dtype: _pn_coefficients(state.count, b1, b0, dtype))
+    out = jax.tree.map(lambda g, a, b: _pn_leaf(g, a, b, coefficients),
+                       updates, state.mu_odd, state.mu_even)
+    direction, mu_odd, mu_even = jax.tree.transpose(
+        jax.tree.structure(updates), jax.tree.structure((0, 0, 0)), out)
+    direction = optax.tree.cast_like(direction, updates)
+    return direction, ScaleByPNMState(
+        count=_next_count(state.count), mu_odd=mu_odd, mu_even=mu_even)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -193,38 +274,39 @@ def scale_by_adapnm(
     eps_root: jax.typing.ArrayLike = 0.0,
     amsgrad: bool = True,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
+    nu_dtype: Optional[jax.typing.DTypeLike] = None,
 ) -> optax.GradientTransformation:
-  r"""Rescales updates by AdaPNM: PNM with Adam's (AMSGrad) preconditioner.
+  r"""Rescales updates by AdaPNM: the PN direction with Adam's preconditioner.
 
-  With :math:`u_t` the PN direction of :func:`scale_by_pnm`:
-
-  .. math::
-
-    v_t &= \beta_2 v_{t-1} + (1 - \beta_2) |g_t|^2 \\
-    \hat v_t &= \max(\hat v_{t-1}, v_t) \ \text{(amsgrad)}
-        \quad \text{else} \quad \hat v_t = v_t \\
-    \text{update}_t &= \frac{1}{1 - \beta_1^t} \cdot
-        \frac{u_t}{\sqrt{\hat v_t / (1 - \beta_2^t) + \epsilon_{root}}
-        + \epsilon}
-
-  As in the authors' reference code, the first moment is bias-corrected with
-  :math:`1 - \beta_1^t` although each buffer's EMA decays with
-  :math:`\beta_1^2` every other step (the paper's typeset algorithm differs;
-  the code is the reference semantics).
+  Gives the update of :func:`pnm_optax.adapnm` before weight decay and the
+  learning rate (see there for the equations).
 
   Args:
     b1: momentum coefficient in [0, 1).
     b2: second-moment decay in [0, 1).
-    b0: positive-negative coefficient >= 0, or a schedule of the step count.
+    b0: positive-negative coefficient >= 0 (finite), or a schedule of the step
+      count.
     eps: added to the denominator outside the square root (>= 0).
     eps_root: added inside the square root (>= 0), as in :func:`optax.adam`.
-    amsgrad: use the running maximum of the second moment (reference default).
+    amsgrad: use the running maximum of the second moment (the reference
+      default).
     mu_dtype: dtype of the momentum buffers; ``None`` keeps the parameters'.
-      The second moment uses the parameters' real dtype.
+    nu_dtype: real dtype of the second moments ``nu`` and ``nu_max``;
+      ``None`` keeps the parameters' real dtype, except float16, which gets
+      float32: in float16 ``(1 - b2) g^2`` underflows for gradients below
+      about 1e-2 and the steps grow far too large. bfloat16 has float32's
+      range and is kept.
 
   Returns:
     A :class:`optax.GradientTransformation` with state
     :class:`ScaleByAdaPNMState`.
+
+  Examples:
+    >>> import jax.numpy as jnp, pnm_optax
+    >>> tx = pnm_optax.scale_by_adapnm()
+    >>> state = tx.init(jnp.zeros(2, jnp.float16))
+    >>> state.nu.dtype  # float16 parameters: float32 second moments
+    dtype('float32')
 
   References:
     Xie et al., `Positive-Negative Momentum: Manipulating Stochastic Gradient
@@ -233,62 +315,70 @@ def scale_by_adapnm(
   """
   _checks.check_unit_interval('b1', b1)
   _checks.check_unit_interval('b2', b2)
-  _checks.check_nonnegative('b0', b0)
+  _checks.check_nonnegative('b0', b0, finite=True)
   _checks.check_nonnegative('eps', eps)
   _checks.check_nonnegative('eps_root', eps_root)
-  mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
+  mu_dtype = _canonical_dtype('mu_dtype', mu_dtype)
+  nu_dtype = _canonical_dtype('nu_dtype', nu_dtype, real=True)
+  eps_root_is_zero = _checks.is_zero(eps_root)
 
   def init_fn(params):
+    _check_params('scale_by_adapnm', params)
+    nu = lambda: jax.tree.map(  # zeros_like keeps each leaf's sharding
+        lambda p: jnp.zeros_like(p, _nu_dtype_for(p.dtype, nu_dtype)), params)
     return ScaleByAdaPNMState(
         count=jnp.zeros([], jnp.int32),
-        mu_odd=_zeros(params, mu_dtype),
-        mu_even=_zeros(params, mu_dtype),
-        nu=_zeros(params, real=True),
-        nu_max=_zeros(params, real=True) if amsgrad else None)
+        mu_odd=optax.tree.zeros_like(params, dtype=mu_dtype),
+        mu_even=optax.tree.zeros_like(params, dtype=mu_dtype),
+        nu=nu(),
+        nu_max=nu() if amsgrad else None)
 
   def update_fn(updates, state, params=None):
     del params
-    grads, treedef = _flatten_matching('scale_by_adapnm', updates, state.nu)
-    count = optax.safe_increment(state.count)
-    odd = state.count % 2 == 0
-    pos_coef, neg_coef = _pn_coefficients(_b0_at(b0, state.count))
-    nu_maxes = (jax.tree.leaves(state.nu_max) if amsgrad
-                else [None] * len(grads))
+    _check_matches('scale_by_adapnm', updates, state.nu)
 
-    def leaf(g, a, b, v, v_max):
-      direction, a, b = _pn_step(g, a, b, odd, b1 ** 2, pos_coef, neg_coef)
-      real = _real_dtype(direction.dtype)
-      t = count.astype(real)  # bias corrections in the leaf's precision
-      bc2 = 1 - jnp.asarray(b2, real) ** t
-      inv_bc1 = 1 / (1 - jnp.asarray(b1, real) ** t)
-      g = g.astype(direction.dtype)
+    def scalars(dtype):
+      """Per-step scalars. The bias corrections fold into the PN
+      coefficients: ``u / (sqrt(v / bc2) + eps) / bc1`` equals
+      ``u sqrt(bc2) / bc1 / (sqrt(v) + eps sqrt(bc2))``, two multiplications
+      per leaf fewer."""
+      t = state.count.astype(dtype) + 1  # step t, exact past int32 too
+      beta2 = jnp.asarray(b2, dtype)
+      bc2 = 1 - beta2 ** t
+      scale = jnp.sqrt(bc2) / (1 - jnp.asarray(b1, dtype) ** t)
+      return (_pn_coefficients(state.count, b1, b0, dtype, scale), beta2,
+              1 - beta2, jnp.asarray(eps_root, dtype) * bc2,
+              jnp.asarray(eps, dtype) * jnp.sqrt(bc2))
+    scalars = _per_dtype(scalars)
+
+    def leaf(g, mu_odd, mu_even, nu, nu_max=None):
+      scaled_direction, mu_odd, mu_even = _pn_leaf(
+          g, mu_odd, mu_even, lambda dtype: scalars(dtype)[0])
+      dtype = scaled_direction.dtype
+      _, beta2, one_minus_beta2, eps_root_bc2, eps_sqrt_bc2 = scalars(dtype)
+      real = _real(dtype)
+      g = g.astype(dtype)
       sq = jnp.real(g * jnp.conj(g)) if jnp.iscomplexobj(g) else g * g
-      v_new = jnp.asarray(b2, real) * v.astype(real) + (
-          1 - jnp.asarray(b2, real)) * sq
-      v_hat = v_new
-      if v_max is not None:
-        v_hat = jnp.maximum(v_max.astype(real), v_new)
-        v_max = v_hat.astype(v_max.dtype)
-      denom = (jnp.sqrt(v_hat + jnp.asarray(eps_root, real) * bc2)
-               / jnp.sqrt(bc2) + jnp.asarray(eps, real))
-      upd = direction / denom * inv_bc1
-      return upd, a, b, v_new.astype(v.dtype), v_max
+      nu_new = beta2 * nu.astype(real) + one_minus_beta2 * sq
+      nu_hat = nu_new
+      if nu_max is not None:
+        nu_hat = jnp.maximum(nu_max.astype(real), nu_new)
+        nu_max = nu_hat.astype(nu_max.dtype)
+      if not eps_root_is_zero:  # skip `+ 0`, which XLA cannot fold here
+        nu_hat = nu_hat + eps_root_bc2
+      update = scaled_direction / (jnp.sqrt(nu_hat) + eps_sqrt_bc2)
+      new = (update, mu_odd, mu_even, nu_new.astype(nu.dtype))
+      return new + (nu_max,) if nu_max is not None else new
 
-    out = [
-        leaf(g, a, b, v, vm) for g, a, b, v, vm in zip(
-            grads, jax.tree.leaves(state.mu_odd),
-            jax.tree.leaves(state.mu_even), jax.tree.leaves(state.nu),
-            nu_maxes)
-    ]
-    unflatten = lambda i: jax.tree.unflatten(treedef, [o[i] for o in out])
-    new_updates = jax.tree.unflatten(
-        treedef, [o[0].astype(g.dtype) for o, g in zip(out, grads)])
-    return new_updates, ScaleByAdaPNMState(
-        count=count,
-        mu_odd=unflatten(1),
-        mu_even=unflatten(2),
-        nu=unflatten(3),
-        nu_max=unflatten(4) if amsgrad else None)
+    buffers = (state.mu_odd, state.mu_even, state.nu)
+    buffers += (state.nu_max,) if amsgrad else ()
+    out = jax.tree.map(leaf, updates, *buffers)
+    new_updates, mu_odd, mu_even, nu, *nu_max = jax.tree.transpose(
+        jax.tree.structure(updates),
+        jax.tree.structure((0,) * (1 + len(buffers))), out)
+    return optax.tree.cast_like(new_updates, updates), ScaleByAdaPNMState(
+        count=_next_count(state.count), mu_odd=mu_odd, mu_even=mu_even,
+        nu=nu, nu_max=nu_max[0] if amsgrad else None)
 
   return optax.GradientTransformation(init_fn, update_fn)
 

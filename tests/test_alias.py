@@ -147,9 +147,15 @@ def test_preserves_dtype(name, dtype):
     chex.assert_trees_all_equal_dtypes(updates, initial_params)
     params = optax.apply_updates(params, updates)
     chex.assert_trees_all_equal_dtypes(state, initial_state)
-  buffers = [x for x in jax.tree.leaves(state) if x.ndim > 0]
-  assert buffers
-  chex.assert_type(buffers, dtype)
+  momenta = jax.tree.leaves([optax.tree.get(state, 'mu_odd'),
+                              optax.tree.get(state, 'mu_even')])
+  assert momenta
+  chex.assert_type(momenta, dtype)
+  # Second moments keep float32's range for float16 parameters.
+  moments = jax.tree.leaves([optax.tree.get(state, 'nu', None),
+                             optax.tree.get(state, 'nu_max', None)])
+  assert bool(moments) == name.startswith('adapnm')
+  chex.assert_type(moments, 'float32' if dtype == 'float16' else dtype)
   chex.assert_tree_all_finite(updates)
 
 
@@ -332,3 +338,27 @@ def test_mismatched_grads_raise(adaptive):
     opt.update({'w': jnp.ones((2, 3))}, state, params)
   with pytest.raises(ValueError, match=r"\['b'\].*\(4,\).*\(3,\)"):
     opt.update({'w': jnp.ones((2, 3)), 'b': jnp.ones((4,))}, state, params)
+
+
+@pytest.mark.parametrize('name', ['pnm', 'adapnm'])
+@pytest.mark.parametrize('kwargs', [{}, dict(weight_decay=0.0, mask={'w': True}),
+                                    dict(weight_decay=0, weight_decay_mode='l2')])
+def test_update_without_params_when_decay_is_zero(name, kwargs):
+  """As optax.sgd and optax.adam: no params needed without weight decay."""
+  make = getattr(pnm_optax, name)
+  opt = make(0.1, **kwargs)
+  params = {'w': jnp.ones(3)}
+  grads = {'w': jnp.asarray([1.0, -2.0, 0.5])}
+  without, _ = jax.jit(opt.update)(grads, opt.init(params))
+  with_params, _ = opt.update(grads, opt.init(params), params)
+  chex.assert_trees_all_equal(without, with_params)
+  assert bool(jnp.all(without['w'] * grads['w'] < 0))
+
+
+@pytest.mark.parametrize('name', ['pnm', 'adapnm'])
+@pytest.mark.parametrize('weight_decay', [1e-2, optax.constant_schedule(0.0)])
+def test_update_without_params_with_active_decay_raises(name, weight_decay):
+  opt = getattr(pnm_optax, name)(0.1, weight_decay=weight_decay)
+  params = {'w': jnp.ones(3)}
+  with pytest.raises(ValueError, match='requires the current value of param'):
+    opt.update({'w': jnp.ones(3)}, opt.init(params))

@@ -68,3 +68,61 @@ def test_traced_hyperparameters_are_not_checked():
     return inner.update(jnp.ones(3), inner.init(params), params)[0]
 
   assert bool(jnp.all(build_and_step(0.9, 1.0) < 0))
+
+
+@pytest.mark.parametrize('factory,kwargs,message', [
+    (pnm_optax.pnm, dict(learning_rate=float('inf')),
+     'learning_rate must be >= 0 and finite, got inf'),
+    (pnm_optax.pnm, dict(learning_rate=0.1, b0=float('inf')),
+     'b0 must be >= 0 and finite'),
+    (pnm_optax.pnm, dict(learning_rate=0.1, weight_decay=float('inf')),
+     'weight_decay must be >= 0 and finite'),
+    (pnm_optax.adapnm, dict(learning_rate=jnp.inf), 'learning_rate must be'),
+    (pnm_optax.adapnm, dict(b0=jnp.array([1.0, jnp.inf])), 'b0 must be'),
+    (pnm_optax.scale_by_adapnm, dict(b0=float('inf')), 'b0 must be'),
+])
+def test_infinities_that_give_non_finite_updates_raise(factory, kwargs,
+                                                       message):
+  with pytest.raises(ValueError, match=message):
+    factory(**kwargs)
+
+
+@pytest.mark.parametrize('kwargs', [dict(learning_rate=float('inf')),
+                                    dict(b0=float('inf')),
+                                    dict(weight_decay=float('inf'))])
+def test_the_rejected_infinities_would_give_non_finite_updates(kwargs):
+  """Why they are rejected: traced past the check, they poison the step."""
+  hparams = dict(learning_rate=0.1, b0=1.0, weight_decay=1e-2) | kwargs
+  params = jnp.ones(3)
+
+  @jax.jit
+  def first_update(hparams):
+    opt = pnm_optax.pnm(**hparams)
+    return opt.update(jnp.ones(3), opt.init(params), params)[0]
+
+  assert not bool(jnp.any(jnp.isfinite(first_update(hparams))))
+
+
+@pytest.mark.parametrize('factory', [pnm_optax.pnm, pnm_optax.adapnm,
+                                     pnm_optax.scale_by_pnm,
+                                     pnm_optax.scale_by_adapnm])
+@pytest.mark.parametrize('dtype', ['int32', 'uint8', 'bool'])
+def test_integer_and_boolean_leaves_are_named(factory, dtype):
+  make = (lambda: factory(0.1)) if factory in (pnm_optax.pnm,
+                                               pnm_optax.adapnm) else factory
+  params = {'dense': {'kernel': jnp.ones((2, 2))},
+            'steps': jnp.zeros((), dtype)}
+  with pytest.raises(ValueError, match=(
+      rf"parameter \['steps'\] has dtype {dtype}.*optax.masked")):
+    make().init(params)
+
+
+def test_masked_integer_leaves_train():
+  """What the error suggests works: the integer leaf is left out."""
+  params = {'w': jnp.ones(2), 'steps': jnp.zeros((), jnp.int32)}
+  opt = optax.masked(pnm_optax.pnm(0.1), {'w': True, 'steps': False})
+  state = opt.init(params)
+  grads = {'w': jnp.ones(2), 'steps': jnp.zeros((), jnp.int32)}
+  updates, state = opt.update(grads, state, params)
+  assert bool(jnp.all(updates['w'] < 0))
+  assert int(updates['steps']) == 0
