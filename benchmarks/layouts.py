@@ -18,10 +18,11 @@ written, decides whether XLA updates the buffers in place and fuses the step:
 * ``where_coef``: fixed slots as above, the PN combination done with scalar
   coefficients picked by parity.
 * ``core``: :func:`pnm_optax.scale_by_pnm` as it is now: fixed slots, each
-  rewritten as ``keep * mu + gain * g`` and the PN combination as
-  ``coef_odd * mu_odd + coef_even * mu_even``, with all six coefficients
-  computed once per step (no per-element selects; the untouched slot gets
-  ``keep = 1, gain = 0``).
+  ``select(odd, update(mu), mu)`` (with the parity the same for every
+  element the compiled loop skips the untouched slot's arithmetic and its
+  read of the gradient; ``keep * mu + gain * g`` with per-step scalars was
+  40% slower on CPU), and the PN combination with two per-step coefficients,
+  all parity-dependent scalars computed once per step.
 
 AdaPNM (AMSGrad) is timed with the two fixed-slot PN forms and in its core
 form next to ``optax.amsgrad`` and ``optax.adam``. Every alternative is
