@@ -2,8 +2,10 @@
 MNIST-1D and its isolation, the MNIST-1D models and the 1-D convolution,
 statistics against formulas, the lr protocol on a cheap objective, plots."""
 
+import io
 import math
 import random
+import warnings
 
 from flax import nnx
 import jax
@@ -16,8 +18,10 @@ from scipy import stats
 from benchmarks.comparison import data as data_lib
 from benchmarks.comparison import models as models_lib
 from benchmarks.comparison import plots
+from benchmarks.comparison import progress as progress_lib
 from benchmarks.comparison import protocol
 from benchmarks.comparison import statistics
+from benchmarks.comparison import training
 
 # ------------------------------------------------------------------ MNIST-1D
 
@@ -253,3 +257,62 @@ def test_final_errors_figure_shows_reference_marks():
   marks = [l for l in ax.get_lines() if l.get_label() == 'reference']
   assert len(marks) == 1 and list(marks[0].get_ydata()) == [4.48]
   assert list(marks[0].get_xdata()) == [0]
+
+
+def test_figures_display_as_png_in_any_notebook():
+  fig = plots.final_errors_figure(
+      {'pnm': {'test_error_mean': 0.05, 'test_error_std': 0.01}})
+  assert fig._repr_png_()[:8] == b'\x89PNG\r\n\x1a\n'  # what display() shows
+
+
+# ---------------------------------------------------------------- progress
+
+
+class _Stream(io.StringIO):
+  def __init__(self, tty):
+    super().__init__()
+    self._tty = tty
+
+  def isatty(self):
+    return self._tty
+
+
+def _history(epochs_done, errors=(0.1, 0.3)):
+  h = training.History(seeds=[0, 1])
+  for _ in range(epochs_done):
+    for k in training.METRICS:
+      h.metrics[k].append(list(errors))
+    h.epoch_seconds.append(0.5)
+    h.learning_rate.append(0.1)
+  return h
+
+
+def test_progress_off_a_terminal_prints_plain_lines_without_warnings():
+  stream = _Stream(tty=False)
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')  # any warning (tqdm's included) fails
+    progress = progress_lib.Progress(stream=stream, interval_s=0.0)
+    progress.start('PNM lr 1', epochs=3)
+    for done in (1, 2, 3):
+      progress.epoch(_history(done), 3)
+    progress.finish(_history(3))
+  lines = stream.getvalue().splitlines()
+  assert lines == [
+      'PNM lr 1: epoch 1/3, error 20.00% (mean of 2), 0.50 s/epoch',
+      'PNM lr 1: epoch 2/3, error 20.00% (mean of 2), 0.50 s/epoch',
+      'PNM lr 1: 3 epochs, error 20.00% (mean of 2), 1.5 s']
+
+
+def test_progress_on_a_terminal_draws_a_bar():
+  stream = _Stream(tty=True)
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    progress = progress_lib.Progress(stream=stream)
+    progress.start('SGD-M lr 0.1', epochs=2)
+    progress.epoch(_history(1), 2)
+    progress.epoch(_history(2, errors=(float('nan'), 0.2)), 2)
+    progress.finish(_history(2))
+  text = stream.getvalue()
+  assert '\rSGD-M lr 0.1:   0%|' in text and '0/2 [' in text  # the bar
+  assert text.endswith('\rSGD-M lr 0.1: 2 epochs, error 20.00% (mean of 2), '
+                       '1.0 s\n')  # bar cleared, then the plain summary

@@ -2,14 +2,26 @@
 
 Every function returns a ``matplotlib.figure.Figure`` made without pyplot:
 nothing here selects or switches a backend, so the caller decides where a
-figure goes (``fig.savefig(path)``, or ``display(fig)`` in a notebook).
+figure goes (``fig.savefig(path)``, or ``display(fig)`` in a notebook, which
+renders it as PNG whatever the notebook's matplotlib setup).
 Errors are in percent, as in the tables; bands are mean +- std over seeds.
 """
 
+import io
 from typing import Mapping, Optional, Sequence
 
-from matplotlib.figure import Figure
+from matplotlib import figure
 import numpy as np
+
+
+class Figure(figure.Figure):
+  """A matplotlib Figure that notebooks display as a PNG image, also where
+  no pyplot backend has registered a display hook (headless kernels)."""
+
+  def _repr_png_(self) -> bytes:
+    buffer = io.BytesIO()
+    self.savefig(buffer, format='png', dpi=100)
+    return buffer.getvalue()
 
 from benchmarks.comparison import optimizers as opt_lib
 
