@@ -201,7 +201,9 @@ class Comparison:
                                         on_epoch=self.reporter.epoch,
                                         checkpointer=checkpointer)
     finished = datetime.datetime.now(datetime.timezone.utc)
-    self.store.add(config_id, {'label': label, **spec}, history, {
+    self.store.add(config_id, {
+        'label': label, **spec,
+        'steps_per_epoch': self.trainer(split).steps_per_epoch}, history, {
         **self.environment,
         'finished_utc': finished.strftime('%Y-%m-%d %H:%M:%S UTC')})
     if checkpointer is not None:

@@ -48,18 +48,17 @@ PAPER_HPARAMS = {
     'adam': {'lr': 1e-3, 'weight_decay': 5e-4},
     'adamw': {'lr': 1e-3, 'weight_decay': 0.5},
 }
-# MNIST-1D (no weight decay, as the MNIST-1D paper): learning rates picked on
-# a validation split by ``--study full`` (docs/generalization.md). They are
-# also the centres of the study's grids, which started from SGD-M 0.1, Adam
-# 0.01 (the MNIST-1D paper's) and PNM/AdaPNM at about the same mean step
-# (PNM's EMA buffers and its 1/n(b0) normalisation: 22x SGD-M's lr; AdaPNM:
-# about 2x Adam's).
+# MNIST-1D (no weight decay, as the MNIST-1D paper): the learning rates that
+# ``--study full`` picked on a validation split (docs/generalization.md), at
+# 60 epochs; they are also the centres of its grids. The first grids were
+# centred on SGD-M 0.1, Adam 0.01 (the MNIST-1D paper's) and PNM/AdaPNM at
+# about the same mean step (PNM: 22x SGD-M's lr, AdaPNM: 2x Adam's).
 MNIST1D_HPARAMS = {
     'cnn': {'pnm': {'lr': 2.0}, 'adapnm': {'lr': 2e-2},
-            'sgdm': {'lr': 0.2}, 'adam': {'lr': 2e-2},
+            'sgdm': {'lr': 0.1}, 'adam': {'lr': 2e-2},
             'adamw': {'lr': 2e-2}},
     'mlp': {'pnm': {'lr': 4.0}, 'adapnm': {'lr': 2e-2},
-            'sgdm': {'lr': 0.2}, 'adam': {'lr': 1e-2},
+            'sgdm': {'lr': 0.2}, 'adam': {'lr': 2e-2},
             'adamw': {'lr': 1e-2}},
 }
 

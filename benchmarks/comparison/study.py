@@ -13,11 +13,13 @@ It prints README-ready Markdown (machine, versions, wall time per part) and
 writes it to ``<out>/mnist1d_study.md``.
 """
 
+import json
 import os
 import time
 from typing import Optional
 
-from benchmarks import environment
+import numpy as np
+
 from benchmarks.comparison import api
 from benchmarks.comparison import progress as progress_lib
 from benchmarks.comparison import settings as settings_lib
@@ -52,7 +54,7 @@ def run_study(out: str, seeds: int = 25, overwrite: bool = False,
       b0_sweep=B0_VALUES, **common).resolved(), reporter).run()
   seconds['b0'] = time.perf_counter() - t
   total = time.perf_counter() - start
-  markdown = _markdown(parts, seconds, total, seeds)
+  markdown = _markdown(parts, seconds, total, seeds, _seed_costs(out, parts))
   path = os.path.join(out, 'mnist1d_study.md')
   with open(path, 'w') as f:
     f.write(markdown)
@@ -61,7 +63,25 @@ def run_study(out: str, seeds: int = 25, overwrite: bool = False,
   return {**parts, 'markdown': markdown, 'wall_seconds': total}
 
 
-def _markdown(parts: dict, seconds: dict, total: float, seeds: int) -> str:
+def _seed_costs(out: str, parts: dict) -> str:
+  """Median milliseconds per seed and step of the CNN's configurations with
+  few seeds (the grid) and with all seeds (the final runs), compile epochs
+  left out: what training the seeds side by side costs."""
+  with open(parts['cnn']['json_path']) as f:
+    configurations = json.load(f)['configurations'].values()
+  del out
+  costs = {}
+  for c in configurations:
+    steps = c['steps_per_epoch']
+    per_step = [1e3 * s / len(c['seeds']) / steps
+                for s in c['epoch_seconds'][1:]]
+    costs.setdefault(len(c['seeds']), []).extend(per_step)
+  return '; '.join(f'{n} seeds side by side: {np.median(v):.3f} ms per seed '
+                   'and step' for n, v in sorted(costs.items()))
+
+
+def _markdown(parts: dict, seconds: dict, total: float, seeds: int,
+              seed_costs: str) -> str:
   env = parts['cnn']['environment']
   v = env['versions']
   lines = [
@@ -75,6 +95,7 @@ def _markdown(parts: dict, seconds: dict, total: float, seeds: int) -> str:
       f"commit {env['git_commit']}; {env['timestamp_utc']}.",
       f'Wall time: {total:.0f} s in all (CNN {seconds["cnn"]:.0f} s, MLP '
       f'{seconds["mlp"]:.0f} s, b0 sweep {seconds["b0"]:.0f} s).',
+      f'CNN, batch 100 (median over epochs after the first): {seed_costs}.',
   ]
   for model, title in (('cnn', 'ConvBase CNN (5,210 parameters)'),
                        ('mlp', 'MLP 40-100-100-10 (15,210 parameters)')):
