@@ -12,4 +12,4 @@ from benchmarks.comparison.api import compare  # pylint: disable=unused-import
 from benchmarks.comparison.cli import main
 
 if __name__ == '__main__':
-  sys.exit(main())
+  sys.exit(main(compilation_cache=True))

@@ -726,3 +726,22 @@ def test_image_models_train_mode_updates_only_batch_stats(name):
   changed = [not np.array_equal(a, b) for a, b in
              zip(jax.tree.leaves(rest), jax.tree.leaves(rest2))]
   assert all(changed) if name == 'cnn' else not changed
+
+
+def test_docs_api_example_runs_as_written(tmp_path):
+  """The Python example of docs/generalization.md, on arrays made here."""
+  with open(os.path.join(REPO, 'docs', 'generalization.md')) as f:
+    text = f.read()
+  section = text[text.index('## From Python'):]
+  code = section[section.index('```python\n') + 10:]
+  code = code[:code.index('```')]
+  assert "out='results/mine'" in code
+  code = code.replace("out='results/mine'", f'out={str(tmp_path)!r}')
+  x_train, y_train, x_test, y_test = _toy_data(seed=4)
+  scope = {'x_train': x_train, 'y_train': y_train, 'x_test': x_test,
+           'y_test': y_test}
+  exec(compile(code, 'docs/generalization.md', 'exec'), scope)  # pylint: disable=exec-used
+  results = scope['results']
+  assert set(results['summary']) == {'pnm', 'sgdm'}
+  assert results['paired'][0]['n'] == 5
+  assert 0 <= results['summary']['pnm']['test_error_mean'] < 0.5

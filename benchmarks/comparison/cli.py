@@ -205,8 +205,26 @@ def _flag(error: settings_lib.SettingsError) -> str:
 
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  """Runs the command; returns its exit status (0, 2 or 130)."""
+def enable_compilation_cache(folder: str) -> None:
+  """Keeps compiled programs in ``<folder>/.jax-cache``, so that running
+  again (a resume, more seeds of the same settings) skips most compilation.
+  Only where this process has not chosen a cache already."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.config.jax_compilation_cache_dir is None:
+    jax.config.update('jax_compilation_cache_dir',
+                      os.path.join(os.path.abspath(folder), '.jax-cache'))
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+
+
+def main(argv: Optional[Sequence[str]] = None, *,
+         compilation_cache: bool = False) -> int:
+  """Runs the command; returns its exit status (0, 2 or 130).
+
+  Args:
+    argv: the flags (default ``sys.argv[1:]``).
+    compilation_cache: keep compiled programs under ``--out`` (the command
+      line does; in-process callers keep their own JAX configuration).
+  """
   args = build_parser().parse_args(argv)
   reporter = progress_lib.Progress(bar=False if args.no_progress else None)
   try:
@@ -238,6 +256,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except (data_lib.DatasetUnavailableError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  if compilation_cache:
+    enable_compilation_cache(args.out)
   try:
     report = task()
   except KeyboardInterrupt:
