@@ -8,8 +8,10 @@ digits or CIFAR-10, or from Python on your own model and data
 
 import sys
 
-from benchmarks.comparison.api import compare  # pylint: disable=unused-import
+from benchmarks.comparison.api import compare
 from benchmarks.comparison.cli import main
+
+__all__ = ['compare', 'main']
 
 if __name__ == '__main__':
   sys.exit(main(compilation_cache=True))

@@ -1,4 +1,6 @@
 """Kept for ``tests/checkpoint_resume.py``: the models live in
 :mod:`benchmarks.comparison.models`."""
 
-from benchmarks.comparison.models import merge  # pylint: disable=unused-import
+from benchmarks.comparison.models import merge
+
+__all__ = ['merge']

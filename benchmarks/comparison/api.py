@@ -11,7 +11,7 @@ import datetime
 import hashlib
 import os
 import time
-from typing import Callable, Mapping, Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 

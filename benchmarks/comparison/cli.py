@@ -226,6 +226,16 @@ def main(argv: Optional[Sequence[str]] = None, *,
       line does; in-process callers keep their own JAX configuration).
   """
   args = build_parser().parse_args(argv)
+  try:
+    return _run(args, compilation_cache)
+  except KeyboardInterrupt:
+    print(f'\ninterrupted: finished configurations are kept in '
+          f'{args.out}; run the same command again to resume',
+          file=sys.stderr)
+    return 130
+
+
+def _run(args: argparse.Namespace, compilation_cache: bool) -> int:
   reporter = progress_lib.Progress(bar=False if args.no_progress else None)
   try:
     if args.study:
@@ -258,13 +268,7 @@ def main(argv: Optional[Sequence[str]] = None, *,
     return 2
   if compilation_cache:
     enable_compilation_cache(args.out)
-  try:
-    report = task()
-  except KeyboardInterrupt:
-    print(f'\ninterrupted: finished configurations are kept in '
-          f'{args.out}; run the same command again to resume',
-          file=sys.stderr)
-    return 130
+  report = task()
   if not args.study:
     _print_report(report)
   return 0

@@ -10,7 +10,6 @@ mutating the module's mode (this works the same across Flax versions).
 
 import inspect
 import math
-from typing import Callable
 
 from flax import nnx
 import jax
