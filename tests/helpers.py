@@ -5,7 +5,6 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -46,12 +45,3 @@ def digits(n: int | None = None):
   bunch = load_digits()
   x = (bunch.data[:n] / 16.0).astype(np.float32)
   return jnp.asarray(x), jnp.asarray(bunch.target[:n].astype(np.int32))
-
-
-def params_with_known_failures(values, known_failures: dict):
-  """``pytest.param``s of ``values``; those keyed in ``known_failures`` are
-  strict xfails (an AssertionError is expected; the value is the reason), so
-  they turn into failures once fixed and the mark must go."""
-  return [pytest.param(v, marks=pytest.mark.xfail(
-      strict=True, raises=AssertionError, reason=known_failures[v]))
-          if v in known_failures else v for v in values]

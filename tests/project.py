@@ -99,7 +99,7 @@ def third_party_imports(source: str) -> set[str]:
 def benchmarks_imports() -> set[str]:
   """Third-party modules that running benchmarks/ needs (optional ones left
   out)."""
-  sources = sorted((REPO / 'benchmarks').glob('*.py'))
+  sources = sorted((REPO / 'benchmarks').rglob('*.py'))
   return set().union(*(third_party_imports(p.read_text())
                        for p in sources)) - OPTIONAL_IMPORTS
 

@@ -22,7 +22,7 @@ import nbformat
 import pytest
 
 from tests import project
-from tests.helpers import REPO, params_with_known_failures
+from tests.helpers import REPO
 
 URL = project.repository_url()
 CLONE_DIR = '/content/pnm-optax'
@@ -32,15 +32,11 @@ NOTEBOOKS = sorted(p.name for p in (REPO / 'notebooks').glob('*.ipynb'))
 # What every install cell defines (the quickstart's is the model).
 INSTALL_NAMES = {'REPO_URL', 'CLONE_DIR', 'IN_COLAB', 'NEEDED', 'jax_pins',
                  'missing'}
-# Provided by any runtime the notebooks run on (and pinned, for jax).
-RUNTIME_MODULES = {'jax', 'jaxlib', 'numpy', 'IPython'}
+# Provided by any runtime the notebooks run on (and pinned, for jax);
+# google.colab is imported on Colab only.
+RUNTIME_MODULES = {'jax', 'jaxlib', 'numpy', 'IPython', 'google'}
 PIP = [sys.executable, '-m', 'pip', 'install', '-q']
 
-KNOWN_FAILURES = {
-    'cifar10_pnm_vs_sgd.ipynb': 'the CIFAR notebook still installs a '
-                                'release from PyPI and has no Colab badge',
-}
-PARAMS = params_with_known_failures(NOTEBOOKS, KNOWN_FAILURES)
 
 
 def colab_url(name: str) -> str:
@@ -76,7 +72,7 @@ def installed_jax_pins() -> list[str]:
   return sorted(pins)
 
 
-@pytest.mark.parametrize('name', PARAMS)
+@pytest.mark.parametrize('name', NOTEBOOKS)
 def test_install_cell_text(name):
   source = install_cell(name)
   assert '"google.colab" in sys.modules' in source
@@ -92,7 +88,7 @@ def test_install_cell_text(name):
     assert fragment in source, fragment
 
 
-@pytest.mark.parametrize('name', PARAMS)
+@pytest.mark.parametrize('name', NOTEBOOKS)
 def test_install_cell_reports_jax_and_pins_it(name, capsys):
   namespace = run_install_cell(name)
   assert namespace['IN_COLAB'] is False
@@ -102,7 +98,7 @@ def test_install_cell_reports_jax_and_pins_it(name, capsys):
   assert jax.__version__ in printed and jax.default_backend() in printed
 
 
-@pytest.mark.parametrize('name', PARAMS)
+@pytest.mark.parametrize('name', NOTEBOOKS)
 def test_install_cell_pins_colab_accelerator_packages(name, monkeypatch):
   """On a GPU/TPU runtime the CUDA plugins and libtpu are pinned too."""
   namespace = run_install_cell(name)
@@ -117,7 +113,7 @@ def test_install_cell_pins_colab_accelerator_packages(name, monkeypatch):
       'jaxlib==0.7.2', 'libtpu==0.0.21']
 
 
-@pytest.mark.parametrize('name', PARAMS)
+@pytest.mark.parametrize('name', NOTEBOOKS)
 def test_install_cell_needs_what_the_notebook_imports(name):
   namespace = run_install_cell(name)
   needed = namespace['NEEDED']
@@ -136,7 +132,7 @@ def test_install_cell_needs_what_the_notebook_imports(name):
 
 
 @pytest.mark.parametrize('missing_here', [True, False])
-@pytest.mark.parametrize('name', PARAMS)
+@pytest.mark.parametrize('name', NOTEBOOKS)
 def test_install_cell_on_a_fresh_colab(name, missing_here, monkeypatch,
                                        capsys):
   """Clone, ``--no-deps`` install, then only the missing packages, with the
@@ -190,7 +186,7 @@ def test_missing_reports_absent_modules():
           'absent', 'absent-parent']
 
 
-@pytest.mark.parametrize('name', PARAMS)
+@pytest.mark.parametrize('name', NOTEBOOKS)
 def test_notebook_has_its_colab_badge(name):
   badge = f'[![Open In Colab]({BADGE_IMAGE})]({colab_url(name)})'
   top = read(name).cells[:2]

@@ -26,7 +26,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from tests.helpers import REPO, params_with_known_failures
+from tests.helpers import REPO
 
 NOTEBOOK_DIR = REPO / 'notebooks'
 NOTEBOOKS = sorted(p.name for p in NOTEBOOK_DIR.glob('*.ipynb'))
@@ -55,11 +55,6 @@ socket.socket.connect_ex = _loopback_only(socket.socket.connect_ex)
 # The CIFAR notebook's comparison chart calls plt.show() after the benchmark's
 # plotting code has switched matplotlib to the Agg backend, so it never
 # renders; this check passes once the plotting code stops doing that.
-FIGURES_XFAIL = {
-    'cifar10_pnm_vs_sgd.ipynb': 'the comparison chart does not render: '
-                                'benchmark plotting switches matplotlib to Agg',
-}
-
 
 @pytest.fixture(scope='module')
 def kernel_env(tmp_path_factory):
@@ -280,8 +275,7 @@ def test_notebook_runs_fast_on_cpu(name, executed):
   CHECKS[name](summary_of(nb))
 
 
-@pytest.mark.parametrize('name',
-                         params_with_known_failures(NOTEBOOKS, FIGURES_XFAIL))
+@pytest.mark.parametrize('name', NOTEBOOKS)
 def test_every_figure_renders(name, executed):
   nb = executed(name)
   assert any('image/png' in o.get('data', {}) for c in nb.cells

@@ -25,8 +25,9 @@ from tests import project
 from tests.helpers import REPO
 
 RUNTIME = {'jax', 'jaxlib', 'optax', 'numpy'}
-# The Jupyter kernel's own package (a dependency of ipykernel).
-KERNEL_IMPORTS = {'IPython'}
+# The Jupyter kernel's own package (a dependency of ipykernel), and Colab's
+# (imported only on Colab, to mount Google Drive).
+KERNEL_IMPORTS = {'IPython', 'google'}
 # Whatever else lies in a checkout (virtual environments, caches, outputs) is
 # not copied: the build sees what a fresh clone has.
 SKIPPED_IN_COPY = shutil.ignore_patterns(
