@@ -231,7 +231,7 @@ def run(num_params: int, repeats: int, target_s: float,
   ``opts`` maps names to ``(transformation, reference name or None)``
   (default :func:`layout_optimizers`); ``names`` picks some, ``sgdm`` first.
   """
-  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   opts = opts or layout_optimizers()
   names = names or list(opts)
   shapes = trees.single_leaf_shapes(num_params)

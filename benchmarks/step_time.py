@@ -291,7 +291,7 @@ def main(argv=None) -> dict:
     copy_gbps.append(timing.measure_copy_bandwidth(copy_n, 5,
                                                    args.target_time))
 
-  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   total = sum(args.compile_repeats + len(groups) * args.repeats
               for _, _, groups in planned)
   progress = tqdm(total=total, desc='rounds', disable=args.no_progress,

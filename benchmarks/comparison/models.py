@@ -25,27 +25,28 @@ def _torch_uniform(fan_in: int):
 
 def conv1d(x: jax.Array, kernel: jax.Array, bias: jax.Array, stride: int,
            padding: int) -> jax.Array:
-  """1-D convolution (NWC input, WIO kernel) as a sum of shifted matmuls.
+  """1-D convolution (NWC input, WIO kernel) as one patch matrix times the
+  kernel.
 
   Equals ``jax.lax.conv_general_dilated(x, kernel, (stride,),
   [(padding, padding)], dimension_numbers=('NWC', 'WIO', 'NWC')) + bias``.
-  On XLA:CPU, inside a ``lax.scan`` training loop, this runs several times
-  faster than the convolution op (docs/generalization.md has the timings).
-  The padded input is split into its ``stride`` phases, so every tap reads a
-  contiguous slice, whose gradient is a pad (no strided scatter).
+  On XLA:CPU, inside a ``lax.scan`` training loop with the seeds vmapped,
+  the MNIST-1D CNN's step takes 0.27 ms per seed this way, 0.53 ms as a sum
+  of one matmul per tap and 2.35 ms with the convolution op. The padded input
+  is split into its ``stride`` phases, so every tap reads a contiguous slice,
+  whose gradient is a pad (no strided scatter).
   """
-  width, _, _ = kernel.shape
+  width, in_channels, out_channels = kernel.shape
   length = x.shape[1]
   out_len = (length + 2 * padding - width) // stride + 1
   total = -(-max(stride * (out_len - 1) + width, length + 2 * padding)
             // stride) * stride
   padded = jnp.pad(x, ((0, 0), (padding, total - length - padding), (0, 0)))
-  phases = padded.reshape(x.shape[0], total // stride, stride, x.shape[2])
-  out = bias
-  for tap in range(width):
-    start = tap // stride
-    out = out + phases[:, start:start + out_len, tap % stride, :] @ kernel[tap]
-  return out
+  phases = padded.reshape(x.shape[0], total // stride, stride, in_channels)
+  patches = jnp.concatenate(
+      [phases[:, tap // stride:tap // stride + out_len, tap % stride, :]
+       for tap in range(width)], axis=-1)  # (N, out_len, width * in)
+  return patches @ kernel.reshape(width * in_channels, out_channels) + bias
 
 
 class Conv1D(nnx.Module):

@@ -10,6 +10,7 @@ Seed ``s`` fixes the model initialisation (``nnx.Rngs(s)``) and the data
 order (``jax.random.key(s)``), the same for every optimizer.
 """
 
+import concurrent.futures
 import dataclasses
 import functools
 import time
@@ -29,6 +30,9 @@ EVAL_BATCH = 1000
 METRICS = ('train_loss', 'train_error', 'test_loss', 'test_error')
 
 ModelFactory = Callable[[nnx.Rngs], nnx.Module]
+# One worker: configurations compile in the order they will train.
+_COMPILER = concurrent.futures.ThreadPoolExecutor(
+    max_workers=1, thread_name_prefix='compile-ahead')
 
 
 @dataclasses.dataclass
@@ -214,6 +218,30 @@ class Trainer:
     tx = opt_lib.make_optimizer(name, hp, self.multiplier, self.mask)
     return params, rest, jax.vmap(tx.init)(params)
 
+  def _arguments(self, name: str, hp: Mapping[str, float],
+                 seeds: Sequence[int], state=None):
+    """The epoch program's arguments, as :meth:`train` passes them."""
+    seeds = [int(s) for s in seeds]
+    hp = {k: float(v) for k, v in hp.items()}
+    if state is None:
+      state = self.initial_state(name, hp, seeds)
+    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+    return state, hp, keys
+
+  def compile_ahead(self, name: str, hp: Mapping[str, float],
+                    seeds: Sequence[int]) -> concurrent.futures.Future:
+    """Compiles optimizer ``name``'s epoch program on a worker thread.
+
+    The compiled program lands in ``jax.jit``'s cache, so :meth:`train`
+    finds it ready; XLA's compiler runs beside the training of the previous
+    configuration, which leaves a core idle on a small model (5 s of the
+    default MNIST-1D run on 2 cores).
+    """
+    state, hp, keys = self._arguments(name, hp, seeds)
+    return _COMPILER.submit(lambda: self._epoch_fn.lower(
+        state, hp, keys, 0, self._train_arrays, self._eval_arrays,
+        name=name).compile())
+
   # ------------------------------------------------------------------ loop
 
   def train(self, name: str, hp: Mapping[str, float], seeds: Sequence[int],
@@ -225,15 +253,13 @@ class Trainer:
     from its saved state if it has one, saves as it goes, and saves the last
     finished epoch when interrupted (``KeyboardInterrupt`` is re-raised).
     """
+    state, hp, keys = self._arguments(name, hp, seeds)
     seeds = [int(s) for s in seeds]
-    hp = {k: float(v) for k, v in hp.items()}
-    state = self.initial_state(name, hp, seeds)
     history = History(seeds=seeds)
     if checkpointer is not None:
       restored = checkpointer.restore(state)
       if restored is not None:
         state, history = restored
-    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
     saved_epochs = history.epochs_done
     try:
       while history.epochs_done < self.epochs and None in history.diverged_at:
