@@ -7,6 +7,7 @@ import math
 import random
 import warnings
 
+import chex
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -316,3 +317,24 @@ def test_progress_on_a_terminal_draws_a_bar():
   assert '\rSGD-M lr 0.1:   0%|' in text and '0/2 [' in text  # the bar
   assert text.endswith('\rSGD-M lr 0.1: 2 epochs, error 20.00% (mean of 2), '
                        '1.0 s\n')  # bar cleared, then the plain summary
+
+
+@pytest.mark.parametrize('cpus,seeds,expected', [
+    (2, range(5), [[0, 1, 2], [3, 4, 4]]),
+    (2, range(4), [[0, 1], [2, 3]]),
+    (2, [7], [[7]]),
+    (1, range(5), [[0, 1, 2, 3, 4]]),
+])
+def test_seed_groups_share_one_program(monkeypatch, cpus, seeds, expected):
+  """Equal groups (one compiled program); a short group repeats a seed."""
+  monkeypatch.setattr(training.os, 'cpu_count', lambda: cpus)
+  assert training.seed_groups(seeds) == expected
+
+
+def test_seed_group_padding_round_trips():
+  tree = {'w': jnp.arange(10.0).reshape(5, 2), 'n': jnp.arange(5)}
+  padded = training._pad(tree, 6)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(padded['w'][5], tree['w'][4])
+  parts = training._split(padded, [3, 3])  # pylint: disable=protected-access
+  back = training._trim(training._concat(parts), 5)  # pylint: disable=protected-access
+  chex.assert_trees_all_equal(back, tree)
