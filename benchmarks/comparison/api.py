@@ -174,16 +174,11 @@ class Comparison:
           schedule=s.schedule, decay_mask=s.decay_mask)
     return _TRAINERS[key]
 
-  @staticmethod
-  def _spec(name: str, hp: Mapping[str, float], seeds: Sequence[int],
-            split: str) -> dict:
-    return {'optimizer': name, 'hparams': dict(hp), 'evaluated_on': split,
-            'seeds': list(seeds)}
-
   def train(self, name: str, hp: Mapping[str, float], seeds: Sequence[int],
             split: str) -> training.History:
     """One configuration (skipped when already in the results file)."""
-    spec = self._spec(name, hp, seeds, split)
+    spec = {'optimizer': name, 'hparams': dict(hp), 'evaluated_on': split,
+            'seeds': list(seeds)}
     config_id = results_lib.settings_id(spec)
     label = f"{opt_lib.LABELS[name]} lr {hp['lr']:g}"
     if 'b0' in hp:
@@ -215,17 +210,6 @@ class Comparison:
       checkpointer.remove()
     self.reporter.finish(history)
     return history
-
-  def compile_ahead(self, configurations, seeds: Sequence[int],
-                    split: str) -> None:
-    """Starts compiling, in the background, the programs of the
-    ``(name, hp)`` configurations after the first one still to train (the
-    first compiles in the foreground as it starts)."""
-    todo = [(name, hp) for name, hp in configurations
-            if self.store.finished(results_lib.settings_id(
-                self._spec(name, hp, seeds, split))) is None]
-    for name, hp in todo[1:]:
-      self.trainer(split).compile_ahead(name, hp, seeds)
 
   def validation_error(self, name: str, hp: Mapping[str, float]) -> float:
     """Mean final validation error over the grid seeds (inf: diverged)."""
@@ -284,8 +268,6 @@ def _run(job: Comparison) -> dict:
       hp = s.hparams_for(name, lr=search.picked)
     hparams[name] = hp
   seeds = list(range(s.seeds))
-  job.compile_ahead([(name, hparams[name]) for name in s.optimizers], seeds,
-                    final_split)
   finals = {name: job.train(name, hparams[name], seeds, final_split)
             for name in s.optimizers}
 

@@ -33,9 +33,6 @@ EVAL_BATCH = 1000
 METRICS = ('train_loss', 'train_error', 'test_loss', 'test_error')
 
 ModelFactory = Callable[[nnx.Rngs], nnx.Module]
-# One worker: configurations compile in the order they will train.
-_COMPILER = concurrent.futures.ThreadPoolExecutor(
-    max_workers=1, thread_name_prefix='compile-ahead')
 # XLA:CPU runs one program of a model this small on little more than one
 # core, but two programs from two threads side by side: on a multi-core CPU
 # a configuration's seeds train as two groups, one on a worker thread (the
@@ -240,30 +237,12 @@ class Trainer:
     return params, rest, jax.vmap(tx.init)(params)
 
   def _arguments(self, name: str, hp: Mapping[str, float],
-                 seeds: Sequence[int], state=None):
-    """The epoch program's arguments, as :meth:`train` passes them."""
+                 seeds: Sequence[int]):
+    """The epoch program's (state, hyperparameters, keys) for ``seeds``."""
     seeds = [int(s) for s in seeds]
     hp = {k: float(v) for k, v in hp.items()}
-    if state is None:
-      state = self.initial_state(name, hp, seeds)
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
-    return state, hp, keys
-
-  def compile_ahead(self, name: str, hp: Mapping[str, float],
-                    seeds: Sequence[int]) -> concurrent.futures.Future:
-    """Compiles optimizer ``name``'s epoch program on a worker thread.
-
-    The compiled program lands in ``jax.jit``'s cache, so :meth:`train`
-    finds it ready; XLA's compiler runs beside the training of the previous
-    configuration, which leaves a core idle on a small model (5 s of the
-    default MNIST-1D run on 2 cores).
-    """
-    def compile_all():
-      for group in seed_groups(seeds):
-        state, hp_, keys = self._arguments(name, hp, group)
-        self._epoch_fn.lower(state, hp_, keys, 0, self._train_arrays,
-                             self._eval_arrays, name=name).compile()
-    return _COMPILER.submit(compile_all)
+    return self.initial_state(name, hp, seeds), hp, keys
 
   # ------------------------------------------------------------------ loop
 
