@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from pnm_optax import _checks
+from pnm_optax.step_size import noise_norm
 
 _INT32_MAX = jnp.iinfo(jnp.int32).max
 
@@ -146,7 +147,7 @@ def _pn_coefficients(count, b1, b0, dtype, scale=1.0) -> _PNCoefficients:
   """
   b0 = jnp.asarray(b0(count) if callable(b0) else b0, dtype)
   beta = jnp.asarray(b1, dtype) ** 2
-  inv_norm = scale / jnp.sqrt((1 + b0) ** 2 + b0 ** 2)
+  inv_norm = scale / noise_norm(b0)
   pos, neg = (1 + b0) * inv_norm, b0 * inv_norm
   # The parity-dependent scalars are exact sums weighted by the one-hot
   # parity (one term times 1, the other times 0). XLA computes such a
