@@ -266,6 +266,10 @@ class Trainer:
       if restored is not None:
         state, history = restored
     keys = [k for _, _, k in args]
+    # The groups' states between epochs; joined only to save a checkpoint.
+    parts = _split(_pad(state, sum(map(len, groups))),
+                   [len(g) for g in groups])
+    joined = lambda trees: _trim(_concat(trees), len(seeds))
     saved_epochs = history.epochs_done
 
     def epoch_of(group_state, group_keys, epoch):
@@ -275,26 +279,22 @@ class Trainer:
       while history.epochs_done < self.epochs and None in history.diverged_at:
         epoch = history.epochs_done
         start = time.perf_counter()
-        parts = _split(_pad(state, sum(map(len, groups))),
-                       [len(g) for g in groups])
         others = [_GROUP_WORKER.submit(epoch_of, part, k, epoch)
                   for part, k in zip(parts[1:], keys[1:])]
         results = [epoch_of(parts[0], keys[0], epoch)]
         results += [f.result() for f in others]
-        new_state = _trim(_concat([r[0] for r in results]), len(seeds))
-        metrics = jax.device_get(
-            _trim(_concat([r[1] for r in results]), len(seeds)))
+        metrics = jax.device_get(joined([r[1] for r in results]))
         seconds = time.perf_counter() - start
-        state = new_state
+        parts = [r[0] for r in results]
         self._record(history, hp, metrics, seconds)
         if on_epoch is not None:
           on_epoch(history, self.epochs)
         if checkpointer is not None and checkpointer.due():
-          checkpointer.save(state, history)
+          checkpointer.save(joined(parts), history)
           saved_epochs = history.epochs_done
     except KeyboardInterrupt:
       if checkpointer is not None and history.epochs_done > saved_epochs:
-        checkpointer.save(state, history)
+        checkpointer.save(joined(parts), history)
       raise
     return history
 
@@ -324,16 +324,19 @@ def _concat(trees: list):
 
 def _trim(tree, n: int):
   """The first ``n`` seeds of ``tree`` (drops a group's repeated seed)."""
-  return jax.tree.unflatten(jax.tree.structure(tree),
-                            [x[:n] for x in jax.tree.leaves(tree)])
+  leaves = jax.tree.leaves(tree)
+  if all(x.shape[0] == n for x in leaves):
+    return tree
+  return jax.tree.unflatten(jax.tree.structure(tree), [x[:n] for x in leaves])
 
 
 def _pad(tree, n: int):
   """``tree`` with its last seed repeated up to ``n`` seeds."""
-  def pad(x):
-    return jnp.concatenate([x] + [x[-1:]] * (n - x.shape[0]))
-  return jax.tree.unflatten(jax.tree.structure(tree),
-                            [pad(x) for x in jax.tree.leaves(tree)])
+  leaves = jax.tree.leaves(tree)
+  if all(x.shape[0] == n for x in leaves):
+    return tree
+  return jax.tree.unflatten(jax.tree.structure(tree), [
+      jnp.concatenate([x] + [x[-1:]] * (n - x.shape[0])) for x in leaves])
 
 
 def _split(tree, sizes: list) -> list:
