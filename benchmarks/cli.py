@@ -10,7 +10,8 @@ import argparse
 import math
 import re
 import sys
-from typing import Callable, Iterable, List, NoReturn
+from collections.abc import Callable, Iterable
+from typing import NoReturn
 
 
 def parse_size(text: str) -> int:
@@ -22,11 +23,11 @@ def parse_size(text: str) -> int:
   text = text.strip()
   match = re.fullmatch(r'(\d+)\s*(?:\^|\*\*)\s*(\d+)', text)
   try:
-    value = (int(match.group(1)) ** int(match.group(2)) if match
-             else float(text))
+    value = int(match.group(1)) ** int(match.group(2)) if match else float(text)
   except ValueError:
-    raise ValueError(f'{text!r} is not a size: write 1e5, 2^24, 2**24 or '
-                     '16777216') from None
+    raise ValueError(
+      f'{text!r} is not a size: write 1e5, 2^24, 2**24 or 16777216'
+    ) from None
   if not math.isfinite(value) or value != int(value) or value < 1:
     raise ValueError(f'{text!r} is not a positive whole number of parameters')
   return int(value)
@@ -40,29 +41,32 @@ def size(text: str) -> int:
     raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def size_list(text: str) -> List[int]:
+def size_list(text: str) -> list[int]:
   """argparse type: comma-separated sizes, or ``none`` for no sizes."""
   if text.strip().lower() in ('', 'none'):
     return []
   return [size(s) for s in text.split(',') if s.strip()]
 
 
-def name_list(choices: Iterable[str], allow_none: bool = False
-              ) -> Callable[[str], List[str]]:
+def name_list(
+  choices: Iterable[str], allow_none: bool = False
+) -> Callable[[str], list[str]]:
   """argparse type: comma-separated names, each one of ``choices``."""
   choices = list(choices)
 
-  def parse(text: str) -> List[str]:
+  def parse(text: str) -> list[str]:
     if allow_none and text.strip().lower() in ('', 'none'):
       return []
     names = [n.strip() for n in text.split(',') if n.strip()]
     unknown = [n for n in names if n not in choices]
     if unknown or not names:
       raise argparse.ArgumentTypeError(
-          f'unknown name(s) {", ".join(map(repr, unknown)) or repr(text)}; '
-          f'choose from {",".join(choices)}'
-          + (" or 'none'" if allow_none else ''))
+        f'unknown name(s) {", ".join(map(repr, unknown)) or repr(text)}; '
+        f'choose from {",".join(choices)}'
+        + (" or 'none'" if allow_none else '')
+      )
     return list(dict.fromkeys(names))
+
   return parse
 
 

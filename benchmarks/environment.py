@@ -11,13 +11,20 @@ import os
 import platform
 import subprocess
 import sys
-from typing import Optional
 
 import jax
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_VERSIONED = ('jax', 'jaxlib', 'optax', 'flax', 'numpy', 'torch',
-              'pytorch_optimizer', 'pnm_optax')
+_VERSIONED = (
+  'jax',
+  'jaxlib',
+  'optax',
+  'flax',
+  'numpy',
+  'torch',
+  'pytorch_optimizer',
+  'pnm_optax',
+)
 
 
 def cpu_name() -> str:
@@ -32,22 +39,29 @@ def cpu_name() -> str:
   return platform.processor() or platform.machine() or 'unknown'
 
 
-def mem_total_gib() -> Optional[float]:
+def mem_total_gib() -> float | None:
   """Physical memory of the host, GiB (None where the OS does not say)."""
   try:
-    return round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
-                 / 2 ** 30, 1)
+    return round(
+      os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30, 1
+    )
   except (ValueError, OSError, AttributeError):
     return None
 
 
-def git_commit() -> Optional[str]:
+def git_commit() -> str | None:
   """The checkout's commit, with ``+dirty`` for local changes; else None."""
   try:
+
     def git(*args):
-      return subprocess.run(('git', '-C', REPO_ROOT) + args,
-                            capture_output=True, text=True, timeout=10,
-                            check=True).stdout.strip()
+      return subprocess.run(
+        ('git', '-C', REPO_ROOT) + args,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+      ).stdout.strip()
+
     commit = git('rev-parse', 'HEAD')
     dirty = git('status', '--porcelain', '--untracked-files=no')
   except (OSError, subprocess.SubprocessError):
@@ -75,7 +89,7 @@ def versions() -> dict:
   return out
 
 
-def collect(command: Optional[str] = None) -> dict:
+def collect(command: str | None = None) -> dict:
   """Facts about this run: command, UTC time, commit, machine, versions.
 
   Args:
@@ -92,20 +106,21 @@ def collect(command: Optional[str] = None) -> dict:
     command = ' '.join([prog] + sys.argv[1:])
   devices = jax.devices()
   return dict(
-      command=command,
-      timestamp_utc=datetime.datetime.now(datetime.timezone.utc).strftime(
-          '%Y-%m-%d %H:%M:%S UTC'),
-      git_commit=git_commit(),
-      backend=jax.default_backend(),
-      device=str(devices[0].device_kind),
-      num_devices=len(devices),
-      process_count=jax.process_count(),
-      cpu=cpu_name(),
-      cpu_count=os.cpu_count(),
-      mem_total_gib=mem_total_gib(),
-      platform=platform.platform(),
-      loadavg=[round(x, 2) for x in os.getloadavg()],
-      versions=versions(),
+    command=command,
+    timestamp_utc=datetime.datetime.now(datetime.UTC).strftime(
+      '%Y-%m-%d %H:%M:%S UTC'
+    ),
+    git_commit=git_commit(),
+    backend=jax.default_backend(),
+    device=str(devices[0].device_kind),
+    num_devices=len(devices),
+    process_count=jax.process_count(),
+    cpu=cpu_name(),
+    cpu_count=os.cpu_count(),
+    mem_total_gib=mem_total_gib(),
+    platform=platform.platform(),
+    loadavg=[round(x, 2) for x in os.getloadavg()],
+    versions=versions(),
   )
 
 
@@ -114,11 +129,11 @@ def header_lines(info: dict) -> list:
   v = info['versions']
   libs = ', '.join(f'{k} {val}' for k, val in v.items() if val is not None)
   return [
-      f"# {info['timestamp_utc']}; commit {info['git_commit'] or 'unknown'}",
-      f"# machine: {info['cpu']} ({info['cpu_count']} cores, "
-      f"{info['mem_total_gib']} GiB); JAX backend {info['backend']} "
-      f"[{info['device']} x{info['num_devices']}]; load average "
-      f"{info['loadavg']}",
-      f'# versions: {libs}',
-      f"# command: {info['command']}",
+    f'# {info["timestamp_utc"]}; commit {info["git_commit"] or "unknown"}',
+    f'# machine: {info["cpu"]} ({info["cpu_count"]} cores, '
+    f'{info["mem_total_gib"]} GiB); JAX backend {info["backend"]} '
+    f'[{info["device"]} x{info["num_devices"]}]; load average '
+    f'{info["loadavg"]}',
+    f'# versions: {libs}',
+    f'# command: {info["command"]}',
   ]

@@ -31,7 +31,8 @@ checked to give the core's updates.
 
 import argparse
 import sys
-from typing import Callable, List, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,44 +40,52 @@ import numpy as np
 import optax
 
 import pnm_optax
-from benchmarks import cli
-from benchmarks import environment
-from benchmarks import optimizers
-from benchmarks import reporting
-from benchmarks import timing
-from benchmarks import trees
-from benchmarks import xla_probes
+from benchmarks import (
+  cli,
+  environment,
+  optimizers,
+  reporting,
+  timing,
+  trees,
+  xla_probes,
+)
 from benchmarks.reporting import fmt
 
 PROG = 'python -m benchmarks.layouts'
 
 B1, B0 = 0.9, 1.0
-BETA = B1 ** 2
-_NORM = float(np.sqrt((1 + B0) ** 2 + B0 ** 2))
+BETA = B1**2
+_NORM = float(np.sqrt((1 + B0) ** 2 + B0**2))
 POS, NEG = (1 + B0) / _NORM, B0 / _NORM
 
 
 class LayoutState(NamedTuple):
   count: jax.Array
-  slots: List[tuple]  # per leaf, a tuple of buffers
+  slots: list[tuple]  # per leaf, a tuple of buffers
 
 
-def _layout(init_leaf: Callable, step_leaf: Callable
-            ) -> optax.GradientTransformation:
+def _layout(
+  init_leaf: Callable, step_leaf: Callable
+) -> optax.GradientTransformation:
   """A PNM scale transform from a per-leaf state layout and step kernel."""
+
   def init_fn(params):
-    return LayoutState(jnp.zeros([], jnp.int32),
-                       [init_leaf(p) for p in jax.tree.leaves(params)])
+    return LayoutState(
+      jnp.zeros([], jnp.int32), [init_leaf(p) for p in jax.tree.leaves(params)]
+    )
 
   def update_fn(updates, state, params=None):
     del params
     grads, treedef = jax.tree.flatten(updates)
     odd = state.count % 2 == 0  # step t = count + 1 is odd
-    out = [step_leaf(g, s, odd, state.count) for g, s in zip(grads,
-                                                             state.slots)]
-    return (jax.tree.unflatten(treedef, [d for d, _ in out]),
-            LayoutState(optax.safe_increment(state.count),
-                        [s for _, s in out]))
+    out = [
+      step_leaf(g, s, odd, state.count) for g, s in zip(grads, state.slots)
+    ]
+    return (
+      jax.tree.unflatten(treedef, [d for d, _ in out]),
+      LayoutState(optax.safe_increment(state.count), [s for _, s in out]),
+    )
+
   return optax.GradientTransformation(init_fn, update_fn)
 
 
@@ -107,6 +116,7 @@ def _stacked_dus(g, s, odd, count):
 
 def _cond(g, s, odd, count):
   del count
+
   def odd_step(a, b):
     a = _ema(a, g)
     return POS * a - NEG * b, a, b
@@ -114,6 +124,7 @@ def _cond(g, s, odd, count):
   def even_step(a, b):
     b = _ema(b, g)
     return POS * b - NEG * a, a, b
+
   d, a, b = jax.lax.cond(odd, odd_step, even_step, *s)
   return d, (a, b)
 
@@ -148,13 +159,15 @@ def _where_coef(g, s, odd, count):
 
 
 PNM_LAYOUTS = {
-    'swapped': (_pair, _swapped),
-    'stacked_dus': (lambda p: (jnp.zeros((2,) + p.shape, p.dtype),),
-                    _stacked_dus),
-    'cond': (_pair, _cond),
-    'select_update': (_pair, _select_update),
-    'where_pos_neg': (_pair, _where_pos_neg),
-    'where_coef': (_pair, _where_coef),
+  'swapped': (_pair, _swapped),
+  'stacked_dus': (
+    lambda p: (jnp.zeros((2,) + p.shape, p.dtype),),
+    _stacked_dus,
+  ),
+  'cond': (_pair, _cond),
+  'select_update': (_pair, _select_update),
+  'where_pos_neg': (_pair, _where_pos_neg),
+  'where_coef': (_pair, _where_coef),
 }
 
 
@@ -163,16 +176,18 @@ B2, EPS = 0.999, 1e-8
 
 def _adapnm(pn_step: Callable) -> Callable:
   """An AdaPNM (AMSGrad) leaf step around a PN kernel on fixed slots."""
+
   def step_leaf(g, s, odd, count):
     a, b, v, v_max = s
     direction, (a, b) = pn_step(g, (a, b), odd, count)
     t = (count + 1).astype(jnp.float32)
-    inv_bc1 = 1 / (1 - B1 ** t)
-    inv_sqrt_bc2 = 1 / jnp.sqrt(1 - B2 ** t)
+    inv_bc1 = 1 / (1 - B1**t)
+    inv_sqrt_bc2 = 1 / jnp.sqrt(1 - B2**t)
     v = B2 * v + (1 - B2) * g * g
     v_max = jnp.maximum(v_max, v)
     denom = jnp.sqrt(v_max) * inv_sqrt_bc2 + EPS
     return direction / denom * inv_bc1, (a, b, v, v_max)
+
   return step_leaf
 
 
@@ -181,75 +196,100 @@ def _four(p):
 
 
 ADAPNM_LAYOUTS = {
-    'where_pos_neg': (_four, _adapnm(_where_pos_neg)),
-    'where_coef': (_four, _adapnm(_where_coef)),
+  'where_pos_neg': (_four, _adapnm(_where_pos_neg)),
+  'where_coef': (_four, _adapnm(_where_coef)),
 }
 
 
-def layout_optimizers(learning_rate: float = optimizers.LEARNING_RATE
-                      ) -> dict:
+def layout_optimizers(learning_rate: float = optimizers.LEARNING_RATE) -> dict:
   """``name -> (GradientTransformation, reference name or None)``."""
   lr = optax.scale_by_learning_rate(learning_rate)
   opts = {'sgdm': (optax.sgd(learning_rate, momentum=0.9), None)}
   for name, (init_leaf, step_leaf) in PNM_LAYOUTS.items():
-    opts[f'pnm {name}'] = (optax.chain(_layout(init_leaf, step_leaf), lr),
-                           'pnm core')
+    opts[f'pnm {name}'] = (
+      optax.chain(_layout(init_leaf, step_leaf), lr),
+      'pnm core',
+    )
   opts['pnm core'] = (pnm_optax.pnm(learning_rate, b1=B1, b0=B0), None)
   opts['amsgrad'] = (optax.amsgrad(learning_rate), None)
   opts['adam'] = (optax.adam(learning_rate), None)
   for name, (init_leaf, step_leaf) in ADAPNM_LAYOUTS.items():
-    opts[f'adapnm {name}'] = (optax.chain(_layout(init_leaf, step_leaf), lr),
-                              'adapnm core')
-  opts['adapnm core'] = (pnm_optax.adapnm(learning_rate, b1=B1, b2=B2, b0=B0,
-                                          eps=EPS), None)
+    opts[f'adapnm {name}'] = (
+      optax.chain(_layout(init_leaf, step_leaf), lr),
+      'adapnm core',
+    )
+  opts['adapnm core'] = (
+    pnm_optax.adapnm(learning_rate, b1=B1, b2=B2, b0=B0, eps=EPS),
+    None,
+  )
   return opts
 
 
 def max_deviation(opt, reference, steps: int = 6) -> float:
   """Largest relative difference of the parameters after ``steps`` steps."""
   key = jax.random.key(1)
-  params = {'w': jax.random.normal(key, (257,)),
-            'b': jax.random.normal(key, (3, 5))}
+  params = {
+    'w': jax.random.normal(key, (257,)),
+    'b': jax.random.normal(key, (3, 5)),
+  }
   ps = [params, params]
   states = [opt.init(params), reference.init(params)]
   for i in range(steps):
-    grads = jax.tree.map(lambda p: jax.random.normal(  # pylint: disable=cell-var-from-loop
-        jax.random.fold_in(key, i), p.shape), params)
+    grads = jax.tree.map(
+      lambda p, i=i: jax.random.normal(jax.random.fold_in(key, i), p.shape),
+      params,
+    )
     for j, o in enumerate((opt, reference)):
       updates, states[j] = o.update(grads, states[j], ps[j])
       ps[j] = optax.apply_updates(ps[j], updates)
-  diffs = jax.tree.map(lambda x, y: float(jnp.max(jnp.abs(x - y))
-                                          / jnp.max(jnp.abs(y))), *ps)
+  diffs = jax.tree.map(
+    lambda x, y: float(jnp.max(jnp.abs(x - y)) / jnp.max(jnp.abs(y))), *ps
+  )
   return max(jax.tree.leaves(diffs))
 
 
-def run(num_params: int, repeats: int, target_s: float,
-        names: Optional[List[str]] = None, progress: bool = True,
-        opts: Optional[dict] = None) -> dict:
+def run(
+  num_params: int,
+  repeats: int,
+  target_s: float,
+  names: list[str] | None = None,
+  progress: bool = True,
+  opts: dict | None = None,
+) -> dict:
   """Times each layout on one float32 leaf; prints and returns a table.
 
   ``opts`` maps names to ``(transformation, reference name or None)``
   (default :func:`layout_optimizers`); ``names`` picks some, ``sgdm`` first.
   """
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  from tqdm import tqdm
+
   opts = opts or layout_optimizers()
   names = names or list(opts)
   shapes = trees.single_leaf_shapes(num_params)
   params = trees.abstract_tree(shapes)
   # One cold compile each, for XLA's traffic, copies and compile time.
   probes = xla_probes.compile_rounds(
-      {n: (lambda o=opts[n][0]: timing.make_train_step(o)) for n in names},
-      {n: (params, jax.eval_shape(opts[n][0].init, params), params)
-       for n in names}, (0, 1), 1, num_params, 1)
+    {n: (lambda o=opts[n][0]: timing.make_train_step(o)) for n in names},
+    {
+      n: (params, jax.eval_shape(opts[n][0].init, params), params)
+      for n in names
+    },
+    (0, 1),
+    1,
+    num_params,
+    1,
+  )
   key_p, key_g = jax.random.split(jax.random.key(0))
   params = trees.make_tree(shapes, key_p)
   grads = trees.make_tree(shapes, key_g, scale=1e-2)
   runners = [timing.JaxRunner(n, opts[n][0], params, grads) for n in names]
   del params
-  bar = tqdm(total=repeats, desc='layout rounds', file=sys.stderr,
-             disable=not progress)
-  samples, _ = timing.run_rounds(runners, repeats, target_s,
-                                 lambda: bar.update(1))
+  bar = tqdm(
+    total=repeats, desc='layout rounds', file=sys.stderr, disable=not progress
+  )
+  samples, _ = timing.run_rounds(
+    runners, repeats, target_s, lambda: bar.update(1)
+  )
   bar.close()
 
   rows, lines = [], []
@@ -257,53 +297,93 @@ def run(num_params: int, repeats: int, target_s: float,
     ref = opts[name][1]
     dev = max_deviation(opts[name][0], opts[ref][0]) if ref else None
     probe = probes[name]
-    row = dict(layout=name, num_params=num_params,
-               device_s=timing.median(samples[name]['device']),
-               dispatched_s=timing.median(samples[name]['dispatched']),
-               hlo_words=probe['hlo_words'],
-               hlo_array_copies=probe['hlo_array_copies'],
-               compile_s=probe['compile_s'],
-               trace_lower_s=probe['trace_lower_s'],
-               max_rel_dev_from_core=dev, samples=samples[name])
+    row = dict(
+      layout=name,
+      num_params=num_params,
+      device_s=timing.median(samples[name]['device']),
+      dispatched_s=timing.median(samples[name]['dispatched']),
+      hlo_words=probe['hlo_words'],
+      hlo_array_copies=probe['hlo_array_copies'],
+      compile_s=probe['compile_s'],
+      trace_lower_s=probe['trace_lower_s'],
+      max_rel_dev_from_core=dev,
+      samples=samples[name],
+    )
     for kind in ('device', 'dispatched'):
       for ref_name in ('sgdm', 'amsgrad'):
         row[f'{kind}_x_{ref_name}'] = timing.per_round_ratio(
-            samples, name, ref_name, kind)
+          samples, name, ref_name, kind
+        )
     rows.append(row)
-    lines.append((
-        name, f"{1e3 * row['device_s']:.2f}", fmt(row['device_x_sgdm'], '.2f'),
-        f"{1e3 * row['dispatched_s']:.2f}",
+    lines.append(
+      (
+        name,
+        f'{1e3 * row["device_s"]:.2f}',
+        fmt(row['device_x_sgdm'], '.2f'),
+        f'{1e3 * row["dispatched_s"]:.2f}',
         fmt(row['dispatched_x_sgdm'], '.2f'),
-        fmt(row['dispatched_x_amsgrad'], '.2f'), fmt(row['hlo_words'], '.1f'),
-        str(row['hlo_array_copies']), fmt(dev, '.1e')))
+        fmt(row['dispatched_x_amsgrad'], '.2f'),
+        fmt(row['hlo_words'], '.1f'),
+        str(row['hlo_array_copies']),
+        fmt(dev, '.1e'),
+      )
+    )
   table = reporting.markdown_table(
-      ('layout', 'device ms', 'x sgdm', 'dispatch ms', 'x sgdm', 'x amsgrad',
-       'XLA w', 'copies', 'vs core'), lines)
-  print(f'# PNM/AdaPNM layouts, one float32 leaf of '
-        f'{reporting.size_label(num_params)} ({num_params:,}) params; medians '
-        f'of {repeats} round(s); ratios per round. XLA w = bytes accessed per '
-        'step (XLA cost analysis) / 4 / params; copies = array copy '
-        'instructions in the optimized HLO; vs core = max relative parameter '
-        'difference from pnm_optax after 6 steps.')
+    (
+      'layout',
+      'device ms',
+      'x sgdm',
+      'dispatch ms',
+      'x sgdm',
+      'x amsgrad',
+      'XLA w',
+      'copies',
+      'vs core',
+    ),
+    lines,
+  )
+  print(
+    f'# PNM/AdaPNM layouts, one float32 leaf of '
+    f'{reporting.size_label(num_params)} ({num_params:,}) params; medians '
+    f'of {repeats} round(s); ratios per round. XLA w = bytes accessed per '
+    'step (XLA cost analysis) / 4 / params; copies = array copy '
+    'instructions in the optimized HLO; vs core = max relative parameter '
+    'difference from pnm_optax after 6 steps.'
+  )
   print(table)
   return dict(num_params=num_params, repeats=repeats, rows=rows, table=table)
 
 
 def main(argv=None) -> dict:
   names = list(layout_optimizers())
-  parser = argparse.ArgumentParser(prog=PROG,
-                                   description=__doc__.split('\n')[0])
-  parser.add_argument('--size', type=cli.size, default=2 ** 24,
-                      help='parameters in the leaf (default 2^24)')
+  parser = argparse.ArgumentParser(
+    prog=PROG, description=__doc__.split('\n')[0]
+  )
+  parser.add_argument(
+    '--size',
+    type=cli.size,
+    default=2**24,
+    help='parameters in the leaf (default 2^24)',
+  )
   parser.add_argument('--repeats', type=cli.positive_int, default=7)
-  parser.add_argument('--target-time', type=cli.positive_float, default=0.25,
-                      help='seconds per timed sample')
-  parser.add_argument('--layouts', type=cli.name_list(names), default=None,
-                      help='comma list of ' + ','.join(f"'{n}'" for n in names)
-                      + ' (default: all)')
+  parser.add_argument(
+    '--target-time',
+    type=cli.positive_float,
+    default=0.25,
+    help='seconds per timed sample',
+  )
+  parser.add_argument(
+    '--layouts',
+    type=cli.name_list(names),
+    default=None,
+    help='comma list of '
+    + ','.join(f"'{n}'" for n in names)
+    + ' (default: all)',
+  )
   parser.add_argument('--no-progress', action='store_true')
-  parser.add_argument('--out', default=None,
-                      help='also write the result as JSON to this file')
+  parser.add_argument(
+    '--out', default=None, help='also write the result as JSON to this file'
+  )
   args = parser.parse_args(argv)
   chosen = None
   if args.layouts:
@@ -311,8 +391,9 @@ def main(argv=None) -> dict:
   info = environment.collect()
   for line in environment.header_lines(info):
     print(line)
-  result = run(args.size, args.repeats, args.target_time, chosen,
-               not args.no_progress)
+  result = run(
+    args.size, args.repeats, args.target_time, chosen, not args.no_progress
+  )
   result['meta'] = info
   if args.out:
     try:

@@ -7,7 +7,6 @@ within a round.
 """
 
 import os
-from typing import List, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +23,7 @@ def available_bytes() -> int:
       stats = dev.memory_stats() or {}
       if 'bytes_limit' in stats:
         return int(stats['bytes_limit'] - stats.get('bytes_in_use', 0))
-    except Exception:  # pylint: disable=broad-except
+    except Exception:
       pass
   try:
     with open('/proc/meminfo') as f:
@@ -36,7 +35,7 @@ def available_bytes() -> int:
   return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_AVPHYS_PAGES')
 
 
-def bytes_needed(num_params: int, names: List[str]) -> int:
+def bytes_needed(num_params: int, names: list[str]) -> int:
   """Peak bytes for all optimizers of one round living side by side.
 
   Per optimizer: parameters, state and one temporary (updates), plus its own
@@ -45,14 +44,20 @@ def bytes_needed(num_params: int, names: List[str]) -> int:
   """
   words = 2
   for name in names:
-    words += (2 + optimizers.ALL[name].state_words
-              + (1 if optimizers.is_torch(name) else 0))
+    words += (
+      2
+      + optimizers.ALL[name].state_words
+      + (1 if optimizers.is_torch(name) else 0)
+    )
   return words * num_params * optimizers.WORD_BYTES
 
 
-def plan_groups(num_params: int, names: List[str], budget: float,
-                baseline: str = optimizers.BASELINE
-                ) -> Tuple[List[List[str]], List[str]]:
+def plan_groups(
+  num_params: int,
+  names: list[str],
+  budget: float,
+  baseline: str = optimizers.BASELINE,
+) -> tuple[list[list[str]], list[str]]:
   """Splits ``names`` into groups that fit in ``budget`` bytes side by side.
 
   All of them in one group when they fit. Otherwise every group starts with
@@ -82,9 +87,10 @@ def plan_groups(num_params: int, names: List[str], budget: float,
 def state_bytes_per_param(name: str, mu_dtype) -> float:
   """Optimizer-state bytes per parameter of a JAX optimizer, measured on a
   2^20-element float32 leaf (``mu_dtype``: its momentum dtype, or None)."""
-  n = 2 ** 20
+  n = 2**20
   opt = optimizers.JAX_OPTIMIZERS[name].make(mu_dtype)
   shape = jax.eval_shape(opt.init, jax.ShapeDtypeStruct((n,), jnp.float32))
-  total = sum(x.size * np.dtype(x.dtype).itemsize
-              for x in jax.tree.leaves(shape))
+  total = sum(
+    x.size * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(shape)
+  )
   return total / n

@@ -8,7 +8,8 @@ and the papers' default hyperparameters: momentum ``b1 = 0.9``, PNM's
 """
 
 import importlib.util
-from typing import Callable, Dict, NamedTuple, Optional, Tuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import optax
 
@@ -30,35 +31,45 @@ class Optimizer(NamedTuple):
       that live through a step (for memory planning).
     requires: Python modules it needs beyond JAX and Optax.
   """
-  make: Optional[Callable]
+
+  make: Callable | None
   floor_words: int
   state_words: int
-  requires: Tuple[str, ...] = ()
+  requires: tuple[str, ...] = ()
 
 
-JAX_OPTIMIZERS: Dict[str, Optimizer] = {
-    'sgdm': Optimizer(lambda mu_dtype: optax.sgd(
-        LEARNING_RATE, momentum=0.9, accumulator_dtype=mu_dtype), 5, 1),
-    'pnm': Optimizer(lambda mu_dtype: pnm_optax.pnm(
-        LEARNING_RATE, mu_dtype=mu_dtype), 6, 2),
-    'adam': Optimizer(lambda mu_dtype: optax.adam(
-        LEARNING_RATE, mu_dtype=mu_dtype), 7, 2),
-    'amsgrad': Optimizer(lambda mu_dtype: optax.amsgrad(
-        LEARNING_RATE, mu_dtype=mu_dtype), 9, 3),
-    'adapnm': Optimizer(lambda mu_dtype: pnm_optax.adapnm(
-        LEARNING_RATE, mu_dtype=mu_dtype), 10, 4),
+JAX_OPTIMIZERS: dict[str, Optimizer] = {
+  'sgdm': Optimizer(
+    lambda mu_dtype: optax.sgd(
+      LEARNING_RATE, momentum=0.9, accumulator_dtype=mu_dtype
+    ),
+    5,
+    1,
+  ),
+  'pnm': Optimizer(
+    lambda mu_dtype: pnm_optax.pnm(LEARNING_RATE, mu_dtype=mu_dtype), 6, 2
+  ),
+  'adam': Optimizer(
+    lambda mu_dtype: optax.adam(LEARNING_RATE, mu_dtype=mu_dtype), 7, 2
+  ),
+  'amsgrad': Optimizer(
+    lambda mu_dtype: optax.amsgrad(LEARNING_RATE, mu_dtype=mu_dtype), 9, 3
+  ),
+  'adapnm': Optimizer(
+    lambda mu_dtype: pnm_optax.adapnm(LEARNING_RATE, mu_dtype=mu_dtype), 10, 4
+  ),
 }
 _TORCH = ('torch',)
 _PYTORCH_OPTIMIZER = ('torch', 'pytorch_optimizer')
-TORCH_OPTIMIZERS: Dict[str, Optimizer] = {
-    'torch_sgd_foreach': Optimizer(None, 5, 1, _TORCH),
-    'torch_sgd_fused': Optimizer(None, 5, 1, _TORCH),
-    # Written like the PNM authors' code; + one temporary per leaf.
-    'torch_pnm': Optimizer(None, 6, 3, _TORCH),
-    # pytorch_optimizer's foreach steps: + one temporary list (PNM), two
-    # (AdaPNM: the denominators and the PN combination).
-    'pytorch_optimizer_pnm': Optimizer(None, 6, 3, _PYTORCH_OPTIMIZER),
-    'pytorch_optimizer_adapnm': Optimizer(None, 10, 6, _PYTORCH_OPTIMIZER),
+TORCH_OPTIMIZERS: dict[str, Optimizer] = {
+  'torch_sgd_foreach': Optimizer(None, 5, 1, _TORCH),
+  'torch_sgd_fused': Optimizer(None, 5, 1, _TORCH),
+  # Written like the PNM authors' code; + one temporary per leaf.
+  'torch_pnm': Optimizer(None, 6, 3, _TORCH),
+  # pytorch_optimizer's foreach steps: + one temporary list (PNM), two
+  # (AdaPNM: the denominators and the PN combination).
+  'pytorch_optimizer_pnm': Optimizer(None, 6, 3, _PYTORCH_OPTIMIZER),
+  'pytorch_optimizer_adapnm': Optimizer(None, 10, 6, _PYTORCH_OPTIMIZER),
 }
 ALL = {**JAX_OPTIMIZERS, **TORCH_OPTIMIZERS}
 
@@ -72,7 +83,6 @@ def module_available(module: str) -> bool:
   return importlib.util.find_spec(module) is not None
 
 
-def missing_module(name: str) -> Optional[str]:
+def missing_module(name: str) -> str | None:
   """The first module optimizer ``name`` needs that is not installed."""
-  return next((m for m in ALL[name].requires if not module_available(m)),
-              None)
+  return next((m for m in ALL[name].requires if not module_available(m)), None)

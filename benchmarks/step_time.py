@@ -26,20 +26,21 @@ configuration, so an interrupted run keeps what it finished) and
 import argparse
 import os
 import sys
-from typing import List, Tuple
 
 import jax
 import jax.numpy as jnp
 
-from benchmarks import cli
-from benchmarks import environment
-from benchmarks import memory
-from benchmarks import optimizers
-from benchmarks import reporting
+from benchmarks import (
+  cli,
+  environment,
+  memory,
+  optimizers,
+  reporting,
+  timing,
+  trees,
+  xla_probes,
+)
 from benchmarks import step_time_report as report
-from benchmarks import timing
-from benchmarks import trees
-from benchmarks import xla_probes
 
 PROG = 'python -m benchmarks.step_time'
 DEFAULT_SIZES = '1e5,1e6,2^22,2^24,2^26,2^28'
@@ -48,47 +49,94 @@ RATIO_REFS = ('sgdm', 'amsgrad', 'adam')  # every ratio is to one of these
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog=PROG,
-                                   description=__doc__.split('\n')[0])
-  parser.add_argument('--sizes', type=cli.size_list, default=None,
-                      help='single-leaf parameter counts, e.g. 1e6,2^24, or '
-                      f"'none' (default {DEFAULT_SIZES}; --quick: "
-                      f'{QUICK_SIZES})')
-  parser.add_argument('--trees', type=cli.name_list(trees.TREES, True),
-                      default=None, help='comma list of ' +
-                      ','.join(trees.TREES) +
-                      " or 'none' (default: all; --quick: none)")
-  parser.add_argument('--optimizers', type=cli.name_list(optimizers.ALL),
-                      default=list(optimizers.ALL),
-                      help='comma list of ' + ','.join(optimizers.ALL) +
-                      f' ({optimizers.BASELINE}, the baseline, is always '
-                      'run; default: all)')
-  parser.add_argument('--no-torch', action='store_true',
-                      help='skip the PyTorch optimizers')
-  parser.add_argument('--torch-threads', type=cli.positive_int, default=None,
-                      help="torch.set_num_threads (default: torch's own)")
-  parser.add_argument('--repeats', type=cli.positive_int, default=None,
-                      help='timing rounds per tree (default 5; --quick: 3)')
-  parser.add_argument('--compile-repeats', type=cli.positive_int,
-                      default=None, help='cold compiles per optimizer and '
-                      'tree (default 3; --quick: 1)')
-  parser.add_argument('--compile-only', action='store_true',
-                      help='measure the compile cost only, no step times')
-  parser.add_argument('--target-time', type=cli.positive_float, default=None,
-                      help='seconds per timed sample (default 0.25; '
-                      '--quick: 0.02)')
-  parser.add_argument('--mem-fraction', type=cli.fraction, default=0.6,
-                      help='share of available memory a tree may use')
-  parser.add_argument('--layouts', action='store_true',
-                      help='also time the PNM state-layout alternatives '
-                      '(benchmarks/layouts.py)')
-  parser.add_argument('--layout-size', type=cli.size, default=2 ** 24,
-                      help='leaf size for --layouts (default 2^24)')
-  parser.add_argument('--quick', action='store_true',
-                      help='tiny sizes, few repeats: a few seconds')
+  parser = argparse.ArgumentParser(
+    prog=PROG, description=__doc__.split('\n')[0]
+  )
+  parser.add_argument(
+    '--sizes',
+    type=cli.size_list,
+    default=None,
+    help='single-leaf parameter counts, e.g. 1e6,2^24, or '
+    f"'none' (default {DEFAULT_SIZES}; --quick: "
+    f'{QUICK_SIZES})',
+  )
+  parser.add_argument(
+    '--trees',
+    type=cli.name_list(trees.TREES, True),
+    default=None,
+    help='comma list of '
+    + ','.join(trees.TREES)
+    + " or 'none' (default: all; --quick: none)",
+  )
+  parser.add_argument(
+    '--optimizers',
+    type=cli.name_list(optimizers.ALL),
+    default=list(optimizers.ALL),
+    help='comma list of '
+    + ','.join(optimizers.ALL)
+    + f' ({optimizers.BASELINE}, the baseline, is always '
+    'run; default: all)',
+  )
+  parser.add_argument(
+    '--no-torch', action='store_true', help='skip the PyTorch optimizers'
+  )
+  parser.add_argument(
+    '--torch-threads',
+    type=cli.positive_int,
+    default=None,
+    help="torch.set_num_threads (default: torch's own)",
+  )
+  parser.add_argument(
+    '--repeats',
+    type=cli.positive_int,
+    default=None,
+    help='timing rounds per tree (default 5; --quick: 3)',
+  )
+  parser.add_argument(
+    '--compile-repeats',
+    type=cli.positive_int,
+    default=None,
+    help='cold compiles per optimizer and tree (default 3; --quick: 1)',
+  )
+  parser.add_argument(
+    '--compile-only',
+    action='store_true',
+    help='measure the compile cost only, no step times',
+  )
+  parser.add_argument(
+    '--target-time',
+    type=cli.positive_float,
+    default=None,
+    help='seconds per timed sample (default 0.25; --quick: 0.02)',
+  )
+  parser.add_argument(
+    '--mem-fraction',
+    type=cli.fraction,
+    default=0.6,
+    help='share of available memory a tree may use',
+  )
+  parser.add_argument(
+    '--layouts',
+    action='store_true',
+    help='also time the PNM state-layout alternatives (benchmarks/layouts.py)',
+  )
+  parser.add_argument(
+    '--layout-size',
+    type=cli.size,
+    default=2**24,
+    help='leaf size for --layouts (default 2^24)',
+  )
+  parser.add_argument(
+    '--quick',
+    action='store_true',
+    help='tiny sizes, few repeats: a few seconds',
+  )
   parser.add_argument('--no-progress', action='store_true')
-  parser.add_argument('--out', default='results/step_time',
-                      help='folder for step_time.json and step_time.png')
+  parser.add_argument(
+    '--out',
+    default='results/step_time',
+    help='folder for step_time.json and step_time.png',
+  )
   parser.add_argument('--no-plot', action='store_true')
   args = parser.parse_args(argv)
   if args.sizes is None:
@@ -104,12 +152,12 @@ def parse_args(argv=None) -> argparse.Namespace:
   return args
 
 
-def select_optimizers(names: List[str], no_torch: bool, compile_only: bool
-                      ) -> Tuple[List[str], List[str]]:
+def select_optimizers(
+  names: list[str], no_torch: bool, compile_only: bool
+) -> tuple[list[str], list[str]]:
   """The baseline first, then ``names`` that can run here; and why others
   cannot (one note per reason)."""
-  names = [optimizers.BASELINE] + [n for n in names
-                                   if n != optimizers.BASELINE]
+  names = [optimizers.BASELINE] + [n for n in names if n != optimizers.BASELINE]
   notes, skipped = [], {}
   for name in names:
     if not optimizers.is_torch(name):
@@ -121,28 +169,33 @@ def select_optimizers(names: List[str], no_torch: bool, compile_only: bool
     else:
       missing = optimizers.missing_module(name)
       reason = missing and f'{missing} is not installed' + (
-          ' (pip install pytorch_optimizer)'
-          if missing == 'pytorch_optimizer' else '')
+        ' (pip install pytorch_optimizer)'
+        if missing == 'pytorch_optimizer'
+        else ''
+      )
     if reason:
       skipped.setdefault(reason, []).append(name)
   for reason, which in skipped.items():
-    notes.append(f"{', '.join(which)} skipped: {reason}")
+    notes.append(f'{", ".join(which)} skipped: {reason}')
   dropped = {n for which in skipped.values() for n in which}
   return [n for n in names if n not in dropped], notes
 
 
-def build_configs(sizes: List[int], tree_names: List[str]):
+def build_configs(sizes: list[int], tree_names: list[str]):
   """``(label, shapes)`` per single-leaf size and per named tree."""
-  configs = [(f'leaf {reporting.size_label(n)}', trees.single_leaf_shapes(n))
-             for n in sizes]
+  configs = [
+    (f'leaf {reporting.size_label(n)}', trees.single_leaf_shapes(n))
+    for n in sizes
+  ]
   for name in tree_names:
     shapes = trees.TREES[name]()
     configs.append((f'{name} ({len(shapes)} leaves)', shapes))
   return configs
 
 
-def measure_compile(label: str, shapes, names: List[str], repeats: int,
-                    on_round) -> List[dict]:
+def measure_compile(
+  label: str, shapes, names: list[str], repeats: int, on_round
+) -> list[dict]:
   """Cold compile costs of the JAX optimizers' train step on one tree."""
   params = trees.abstract_tree(shapes)
   makers, args = {}, {}
@@ -152,22 +205,35 @@ def measure_compile(label: str, shapes, names: List[str], repeats: int,
     makers[name] = lambda make=make: timing.make_train_step(make(None))
     args[name] = (params, jax.eval_shape(make(None).init, params), params)
   measured = xla_probes.compile_rounds(
-      makers, args, (0, 1), repeats, trees.num_params(shapes), len(shapes),
-      on_round)
+    makers,
+    args,
+    (0, 1),
+    repeats,
+    trees.num_params(shapes),
+    len(shapes),
+    on_round,
+  )
   samples = {n: m['samples'] for n, m in measured.items()}
   rows = []
   for name, m in measured.items():
-    row = dict(config=label, num_params=trees.num_params(shapes),
-               num_leaves=len(shapes), optimizer=name, **m)
+    row = dict(
+      config=label,
+      num_params=trees.num_params(shapes),
+      num_leaves=len(shapes),
+      optimizer=name,
+      **m,
+    )
     for ref in RATIO_REFS:
-      row[f'total_x_{ref}'] = timing.per_round_ratio(samples, name, ref,
-                                                     'total_s')
+      row[f'total_x_{ref}'] = timing.per_round_ratio(
+        samples, name, ref, 'total_s'
+      )
     rows.append(row)
   return rows
 
 
-def measure_steps(label: str, shapes, names: List[str], repeats: int,
-                  target_s: float, on_round) -> List[dict]:
+def measure_steps(
+  label: str, shapes, names: list[str], repeats: int, target_s: float, on_round
+) -> list[dict]:
   """Step times of ``names`` side by side on one tree; a row per optimizer
   (a row with ``error`` for one that failed to build or run)."""
   n = trees.num_params(shapes)
@@ -180,34 +246,51 @@ def measure_steps(label: str, shapes, names: List[str], repeats: int,
       if optimizers.is_torch(name):
         runners.append(timing.TorchRunner(name, shapes))
       else:
-        runners.append(timing.JaxRunner(
-            name, optimizers.JAX_OPTIMIZERS[name].make(None), params, grads))
-    except Exception as e:  # pylint: disable=broad-except
+        runners.append(
+          timing.JaxRunner(
+            name, optimizers.JAX_OPTIMIZERS[name].make(None), params, grads
+          )
+        )
+    except Exception as e:
       errors[name] = f'{type(e).__name__}: {e}'.splitlines()[0][:160]
   del params
   samples, steps = timing.run_rounds(runners, repeats, target_s, on_round)
   rows = []
   for r in runners:
-    row = dict(config=label, num_params=n, num_leaves=len(shapes),
-               optimizer=r.name, steps_per_sample=steps[r.name],
-               device_s=timing.median(samples[r.name]['device']),
-               dispatched_s=timing.median(samples[r.name]['dispatched']))
+    row = dict(
+      config=label,
+      num_params=n,
+      num_leaves=len(shapes),
+      optimizer=r.name,
+      steps_per_sample=steps[r.name],
+      device_s=timing.median(samples[r.name]['device']),
+      dispatched_s=timing.median(samples[r.name]['dispatched']),
+    )
     for kind in ('device', 'dispatched'):
       for ref in RATIO_REFS:
-        row[f'{kind}_x_{ref}'] = timing.per_round_ratio(samples, r.name, ref,
-                                                        kind)
-    row.update(floor_words=optimizers.ALL[r.name].floor_words,
-               samples=samples[r.name])
+        row[f'{kind}_x_{ref}'] = timing.per_round_ratio(
+          samples, r.name, ref, kind
+        )
+    row.update(
+      floor_words=optimizers.ALL[r.name].floor_words, samples=samples[r.name]
+    )
     if optimizers.is_torch(r.name):
       row['torch_device'] = r.device
     rows.append(row)
   for name, err in errors.items():
-    rows.append(dict(config=label, num_params=n, num_leaves=len(shapes),
-                     optimizer=name, error=err))
+    rows.append(
+      dict(
+        config=label,
+        num_params=n,
+        num_leaves=len(shapes),
+        optimizer=name,
+        error=err,
+      )
+    )
   return rows
 
 
-def plan(configs, names: List[str], budget: float, budget_text: str):
+def plan(configs, names: list[str], budget: float, budget_text: str):
   """Memory plan per configuration: ``(label, shapes, groups)`` to run, and
   what is skipped and why, and notes on configurations run in groups."""
   planned, skipped, notes = [], [], []
@@ -215,24 +298,38 @@ def plan(configs, names: List[str], budget: float, budget_text: str):
   for label, shapes in configs:
     n = trees.num_params(shapes)
     if memory.bytes_needed(n, baseline) > budget:
-      skipped.append(dict(config=label, num_params=n, reason=(
-          f'needs ~{memory.bytes_needed(n, names) / 2**30:.1f} GiB for all '
-          'optimizers side by side, '
-          f'{memory.bytes_needed(n, baseline) / 2**30:.1f} GiB for the '
-          f'baseline alone, {budget_text}')))
+      skipped.append(
+        dict(
+          config=label,
+          num_params=n,
+          reason=(
+            f'needs ~{memory.bytes_needed(n, names) / 2**30:.1f} GiB for all '
+            'optimizers side by side, '
+            f'{memory.bytes_needed(n, baseline) / 2**30:.1f} GiB for the '
+            f'baseline alone, {budget_text}'
+          ),
+        )
+      )
       continue
     groups, too_big = memory.plan_groups(n, names, budget)
     for name in too_big:
       need = memory.bytes_needed(n, baseline + [name])
-      skipped.append(dict(config=label, num_params=n, optimizer=name,
-                          reason=f'{name} needs ~{need / 2**30:.1f} GiB next '
-                          f'to the baseline, {budget_text}'))
+      skipped.append(
+        dict(
+          config=label,
+          num_params=n,
+          optimizer=name,
+          reason=f'{name} needs ~{need / 2**30:.1f} GiB next '
+          f'to the baseline, {budget_text}',
+        )
+      )
     if len(groups) > 1:
-      notes.append(f'{label}: all optimizers side by side need '
-                   f'~{memory.bytes_needed(n, names) / 2**30:.1f} GiB, '
-                   f'{budget_text}; measured in groups, ratios within each '
-                   'group: ' + ' '.join('(' + ', '.join(g) + ')'
-                                        for g in groups))
+      notes.append(
+        f'{label}: all optimizers side by side need '
+        f'~{memory.bytes_needed(n, names) / 2**30:.1f} GiB, '
+        f'{budget_text}; measured in groups, ratios within each '
+        'group: ' + ' '.join('(' + ', '.join(g) + ')' for g in groups)
+      )
     if groups:
       planned.append((label, shapes, groups))
   return planned, skipped, notes
@@ -240,27 +337,31 @@ def plan(configs, names: List[str], budget: float, budget_text: str):
 
 def main(argv=None) -> dict:
   args = parse_args(argv)
-  names, notes = select_optimizers(args.optimizers, args.no_torch,
-                                   args.compile_only)
+  names, notes = select_optimizers(
+    args.optimizers, args.no_torch, args.compile_only
+  )
   jax_names = [n for n in names if not optimizers.is_torch(n)]
   cache_dir = getattr(jax.config, 'jax_compilation_cache_dir', None)
   if cache_dir:
     # A persistent cache would answer the second compile of the same step.
     jax.config.update('jax_enable_compilation_cache', False)
-    notes.append(f'persistent compilation cache ({cache_dir}) switched off '
-                 'for this run')
+    notes.append(
+      f'persistent compilation cache ({cache_dir}) switched off for this run'
+    )
   uses_torch = any(optimizers.is_torch(n) for n in names)
   if uses_torch and args.torch_threads:
-    import torch  # pylint: disable=g-import-not-at-top
+    import torch
+
     torch.set_num_threads(args.torch_threads)
   info = environment.collect()
   if uses_torch:
-    import torch  # pylint: disable=g-import-not-at-top
+    import torch
+
     info['torch_threads'] = torch.get_num_threads()
   for line in environment.header_lines(info):
     print(line)
   if uses_torch:
-    print(f"# torch threads: {info['torch_threads']}")
+    print(f'# torch threads: {info["torch_threads"]}')
 
   configs = build_configs(args.sizes, args.trees)
   skipped = []
@@ -269,76 +370,103 @@ def main(argv=None) -> dict:
   else:
     budget = args.mem_fraction * memory.available_bytes()
     planned, skipped, plan_notes = plan(
-        configs, names, budget, f'budget {budget / 2**30:.1f} GiB '
-        f'({args.mem_fraction:.0%} of available memory)')
+      configs,
+      names,
+      budget,
+      f'budget {budget / 2**30:.1f} GiB '
+      f'({args.mem_fraction:.0%} of available memory)',
+    )
     notes += plan_notes
   for s in skipped:
-    what = s['config'] + (f" {s['optimizer']}" if 'optimizer' in s else '')
+    what = s['config'] + (f' {s["optimizer"]}' if 'optimizer' in s else '')
     print(f'# skipped {what}: {s["reason"]}')
   for note in notes:
     print(f'# {note}')
 
-  result = dict(meta=info, complete=False, repeats=args.repeats,
-                compile_repeats=args.compile_repeats,
-                target_time_s=args.target_time, skipped=skipped, notes=notes,
-                rows=[], compile_rows=[])
+  result = dict(
+    meta=info,
+    complete=False,
+    repeats=args.repeats,
+    compile_repeats=args.compile_repeats,
+    target_time_s=args.target_time,
+    skipped=skipped,
+    notes=notes,
+    rows=[],
+    compile_rows=[],
+  )
   json_path = os.path.join(args.out, 'step_time.json')
   save = lambda: _write(json_path, result)
-  copy_n = min(2 ** 25, max([trees.num_params(s) for _, s, _ in planned] +
-                            [2 ** 16]))
+  copy_n = min(
+    2**25, max([trees.num_params(s) for _, s, _ in planned] + [2**16])
+  )
   copy_gbps = []
   if not args.compile_only:
-    copy_gbps.append(timing.measure_copy_bandwidth(copy_n, 5,
-                                                   args.target_time))
+    copy_gbps.append(timing.measure_copy_bandwidth(copy_n, 5, args.target_time))
 
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  total = sum(args.compile_repeats + len(groups) * args.repeats
-              for _, _, groups in planned)
-  progress = tqdm(total=total, desc='rounds', disable=args.no_progress,
-                  file=sys.stderr)
+  from tqdm import tqdm
+
+  total = sum(
+    args.compile_repeats + len(groups) * args.repeats
+    for _, _, groups in planned
+  )
+  progress = tqdm(
+    total=total, desc='rounds', disable=args.no_progress, file=sys.stderr
+  )
   tick = lambda: progress.update(1)
   for label, shapes, groups in planned:
     progress.set_postfix_str(label)
     too_big = {s.get('optimizer') for s in skipped if s['config'] == label}
     compile_rows = measure_compile(
-        label, shapes, [n for n in jax_names if n not in too_big],
-        args.compile_repeats, tick)
+      label,
+      shapes,
+      [n for n in jax_names if n not in too_big],
+      args.compile_repeats,
+      tick,
+    )
     result['compile_rows'] += compile_rows
     words = {r['optimizer']: r['hlo_words'] for r in compile_rows}
     for i, group in enumerate(groups):
-      group_rows = measure_steps(label, shapes, group, args.repeats,
-                                 args.target_time, tick)
+      group_rows = measure_steps(
+        label, shapes, group, args.repeats, args.target_time, tick
+      )
       for row in group_rows:
         row['hlo_words'] = words.get(row['optimizer'])
       # The baseline's row from the first group stands for the config.
-      result['rows'] += [r for r in group_rows
-                         if i == 0 or r['optimizer'] != optimizers.BASELINE]
+      result['rows'] += [
+        r for r in group_rows if i == 0 or r['optimizer'] != optimizers.BASELINE
+      ]
     save()
   progress.close()
   rows, compile_rows = result['rows'], result['compile_rows']
 
   if not args.compile_only:
-    copy_gbps.append(timing.measure_copy_bandwidth(copy_n, 5,
-                                                   args.target_time))
+    copy_gbps.append(timing.measure_copy_bandwidth(copy_n, 5, args.target_time))
     copy = timing.median(copy_gbps)
     report.add_bandwidth(rows, copy)
-    result.update(copy_gbps=copy, copy_gbps_samples=copy_gbps,
-                  copy_num_params=copy_n)
-    print(f'# copy bandwidth (donated jitted x * s, faster of calls and '
-          f'loop, {reporting.size_label(copy_n)} float32, read + write): '
-          f'{copy:.1f} GB/s (before/after: {copy_gbps[0]:.1f}/'
-          f'{copy_gbps[1]:.1f})')
+    result.update(
+      copy_gbps=copy, copy_gbps_samples=copy_gbps, copy_num_params=copy_n
+    )
+    print(
+      f'# copy bandwidth (donated jitted x * s, faster of calls and '
+      f'loop, {reporting.size_label(copy_n)} float32, read + write): '
+      f'{copy:.1f} GB/s (before/after: {copy_gbps[0]:.1f}/'
+      f'{copy_gbps[1]:.1f})'
+    )
     print('# ' + report.STEP_NOTE.format(repeats=args.repeats))
     print()
     result['table'] = report.step_table(rows)
     print(result['table'])
     print()
     result['state_bytes_per_param'] = {
-        n: dict(f32=memory.state_bytes_per_param(n, None),
-                bf16_mu=memory.state_bytes_per_param(n, jnp.bfloat16))
-        for n in jax_names}
+      n: dict(
+        f32=memory.state_bytes_per_param(n, None),
+        bf16_mu=memory.state_bytes_per_param(n, jnp.bfloat16),
+      )
+      for n in jax_names
+    }
     result['memory_table'] = report.memory_table(
-        result['state_bytes_per_param'])
+      result['state_bytes_per_param']
+    )
     print(result['memory_table'])
     print()
   if compile_rows:
@@ -351,14 +479,18 @@ def main(argv=None) -> dict:
   for line in result['key_ratios']:
     print('# ' + line)
   info['loadavg_end'] = [round(x, 2) for x in os.getloadavg()]
-  print(f"# load average at end (1, 5, 15 min): {info['loadavg_end']}")
+  print(f'# load average at end (1, 5, 15 min): {info["loadavg_end"]}')
 
   if args.layouts:
-    from benchmarks import layouts  # pylint: disable=g-import-not-at-top
+    from benchmarks import layouts
+
     print()
-    result['layouts'] = layouts.run(args.layout_size, args.repeats,
-                                    args.target_time,
-                                    progress=not args.no_progress)
+    result['layouts'] = layouts.run(
+      args.layout_size,
+      args.repeats,
+      args.target_time,
+      progress=not args.no_progress,
+    )
   result['complete'] = True
   save()
   wrote = [json_path]

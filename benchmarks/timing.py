@@ -16,7 +16,7 @@ ratio within the round.
 """
 
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +27,7 @@ from benchmarks import optimizers
 
 MAX_STEPS_PER_SAMPLE = 1000
 
-Samples = Dict[str, Dict[str, List[Optional[float]]]]
+Samples = dict[str, dict[str, list[float | None]]]
 
 
 def make_train_step(opt: optax.GradientTransformation) -> Callable:
@@ -35,25 +35,30 @@ def make_train_step(opt: optax.GradientTransformation) -> Callable:
 
   A new function object on every call (a fresh closure for cold compiles).
   """
+
   def train_step(params, state, grads):
     updates, state = opt.update(grads, state, params)
     return optax.apply_updates(params, updates), state
+
   return train_step
 
 
 def make_train_loop(train_step: Callable) -> Callable:
   """``k`` train steps with fixed gradients inside one ``fori_loop``."""
+
   def train_loop(params, state, grads, k):
     body = lambda _, carry: train_step(*carry, grads)
     return jax.lax.fori_loop(0, k, body, (params, state))
+
   return train_loop
 
 
 class JaxRunner:
   """One optax optimizer on one tree: jitted step and loop, its own state."""
 
-  def __init__(self, name: str, opt: optax.GradientTransformation, params,
-               grads):
+  def __init__(
+    self, name: str, opt: optax.GradientTransformation, params, grads
+  ):
     self.name = name
     step = make_train_step(opt)
     self.step = jax.jit(step, donate_argnums=(0, 1))
@@ -92,25 +97,33 @@ class TorchRunner:
   """
 
   def __init__(self, name: str, shapes, seed: int = 0):
-    import torch  # pylint: disable=g-import-not-at-top
-    from benchmarks import torch_optimizers  # pylint: disable=g-import-not-at-top
+    import torch
+
+    from benchmarks import torch_optimizers
+
     self.name = name
-    self.device = ('cuda' if jax.default_backend() == 'gpu'
-                   and torch.cuda.is_available() else 'cpu')
+    self.device = (
+      'cuda'
+      if jax.default_backend() == 'gpu' and torch.cuda.is_available()
+      else 'cpu'
+    )
     gen = torch.Generator().manual_seed(seed)
-    self.params = [torch.randn(s, generator=gen).to(self.device)
-                   for _, s in shapes]
+    self.params = [
+      torch.randn(s, generator=gen).to(self.device) for _, s in shapes
+    ]
     for p in self.params:
       p.grad = 1e-2 * torch.randn(p.shape, generator=gen).to(self.device)
-    self.opt = torch_optimizers.make(name, self.params,
-                                     optimizers.LEARNING_RATE)
-    self._sync = (torch.cuda.synchronize if self.device == 'cuda'
-                  else lambda: None)
+    self.opt = torch_optimizers.make(
+      name, self.params, optimizers.LEARNING_RATE
+    )
+    self._sync = (
+      torch.cuda.synchronize if self.device == 'cuda' else lambda: None
+    )
     for _ in range(2):
       self.opt.step()  # raises here if, e.g., fused is unsupported
     self._sync()
 
-  def time_device(self, k: int) -> Optional[float]:
+  def time_device(self, k: int) -> float | None:
     del k
     return None
 
@@ -135,9 +148,12 @@ def steps_per_sample(runner, target_s: float) -> int:
   return int(max(2, min(MAX_STEPS_PER_SAMPLE, target_s / per_step)))
 
 
-def run_rounds(runners: Sequence, repeats: int, target_s: float,
-               on_round: Callable[[], None] = lambda: None
-               ) -> Tuple[Samples, Dict[str, int]]:
+def run_rounds(
+  runners: Sequence,
+  repeats: int,
+  target_s: float,
+  on_round: Callable[[], None] = lambda: None,
+) -> tuple[Samples, dict[str, int]]:
   """Times every runner once per round, ``repeats`` rounds.
 
   Returns:
@@ -155,15 +171,16 @@ def run_rounds(runners: Sequence, repeats: int, target_s: float,
   return samples, steps
 
 
-def median(values: Sequence[Optional[float]]) -> Optional[float]:
+def median(values: Sequence[float | None]) -> float | None:
   """Median, or None where there are no (non-None) samples."""
   if not values or values[0] is None:
     return None
   return float(np.median(values))
 
 
-def per_round_ratio(samples: Samples, name: str, ref: str, kind: str
-                    ) -> Optional[float]:
+def per_round_ratio(
+  samples: Samples, name: str, ref: str, kind: str
+) -> float | None:
   """Median over rounds of ``samples[name][kind] / samples[ref][kind]``.
 
   None where ``ref`` was not measured in the same rounds, or either has no
@@ -177,8 +194,9 @@ def per_round_ratio(samples: Samples, name: str, ref: str, kind: str
   return float(np.median([x / y for x, y in zip(a, b)]))
 
 
-def measure_copy_bandwidth(num_params: int, repeats: int,
-                           target_s: float) -> float:
+def measure_copy_bandwidth(
+  num_params: int, repeats: int, target_s: float
+) -> float:
   """GB/s of a donated jitted in-place scale ``x * s`` (read + write).
 
   Timed both as back-to-back calls and inside one ``fori_loop``, taking the
@@ -186,15 +204,22 @@ def measure_copy_bandwidth(num_params: int, repeats: int,
   alone, on an accelerator the calls pay dispatch.
   """
   scale = jax.jit(lambda x, s: x * s, donate_argnums=0)
-  loop = jax.jit(lambda x, s, k: jax.lax.fori_loop(0, k, lambda _, y: y * s,
-                                                   x), donate_argnums=0)
+  loop = jax.jit(
+    lambda x, s, k: jax.lax.fori_loop(0, k, lambda _, y: y * s, x),
+    donate_argnums=0,
+  )
   x = jnp.ones(num_params, jnp.float32)
   s = jnp.float32(1.0)
   x = loop(scale(x, s), s, 1).block_until_ready()
   start = time.perf_counter()
   x = scale(scale(x, s), s).block_until_ready()
-  k = max(2, min(MAX_STEPS_PER_SAMPLE, int(
-      target_s / max((time.perf_counter() - start) / 2, 1e-7))))
+  k = max(
+    2,
+    min(
+      MAX_STEPS_PER_SAMPLE,
+      int(target_s / max((time.perf_counter() - start) / 2, 1e-7)),
+    ),
+  )
   seconds = {'calls': [], 'loop': []}
   for _ in range(repeats):
     start = time.perf_counter()
@@ -206,5 +231,7 @@ def measure_copy_bandwidth(num_params: int, repeats: int,
     x = loop(x, s, k).block_until_ready()
     seconds['loop'].append(time.perf_counter() - start)
   del x
-  return max(2 * optimizers.WORD_BYTES * num_params * k / float(np.median(t))
-             / 1e9 for t in seconds.values())
+  return max(
+    2 * optimizers.WORD_BYTES * num_params * k / float(np.median(t)) / 1e9
+    for t in seconds.values()
+  )

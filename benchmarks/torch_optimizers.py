@@ -15,16 +15,18 @@ import torch
 class TorchPNM(torch.optim.Optimizer):
   """Stochastic PNM, per-parameter loop (decoupled weight decay)."""
 
-  def __init__(self, params, lr: float, betas=(0.9, 1.0),
-               weight_decay: float = 0.0):
-    super().__init__(params, dict(lr=lr, betas=betas,
-                                  weight_decay=weight_decay))
+  def __init__(
+    self, params, lr: float, betas=(0.9, 1.0), weight_decay: float = 0.0
+  ):
+    super().__init__(
+      params, dict(lr=lr, betas=betas, weight_decay=weight_decay)
+    )
 
   @torch.no_grad()
   def step(self, closure=None):
     for group in self.param_groups:
       beta1, beta0 = group['betas']
-      noise_norm = math.sqrt((1 + beta0) ** 2 + beta0 ** 2)
+      noise_norm = math.sqrt((1 + beta0) ** 2 + beta0**2)
       for p in group['params']:
         if p.grad is None:
           continue
@@ -40,7 +42,7 @@ class TorchPNM(torch.optim.Optimizer):
           pos, neg = state['pos_momentum'], state['neg_momentum']
         else:
           pos, neg = state['neg_momentum'], state['pos_momentum']
-        pos.mul_(beta1 ** 2).add_(p.grad, alpha=1 - beta1 ** 2)
+        pos.mul_(beta1**2).add_(p.grad, alpha=1 - beta1**2)
         delta = pos.mul(1 + beta0).add_(neg, alpha=-beta0).mul_(1 / noise_norm)
         p.add_(delta, alpha=-group['lr'])
 
@@ -54,12 +56,19 @@ def make(name: str, params, lr: float) -> torch.optim.Optimizer:
   if name == 'torch_pnm':
     return TorchPNM(params, lr=lr)
   if name.startswith('pytorch_optimizer_'):
-    import pytorch_optimizer  # pylint: disable=g-import-not-at-top
+    import pytorch_optimizer
+
     if name == 'pytorch_optimizer_pnm':
-      return pytorch_optimizer.PNM(params, lr=lr, betas=(0.9, 1.0),
-                                   weight_decay=0.0)
+      return pytorch_optimizer.PNM(
+        params, lr=lr, betas=(0.9, 1.0), weight_decay=0.0
+      )
     if name == 'pytorch_optimizer_adapnm':
-      return pytorch_optimizer.AdaPNM(params, lr=lr, betas=(0.9, 0.999, 1.0),
-                                      weight_decay=0.0, ams_bound=True,
-                                      eps=1e-8)
+      return pytorch_optimizer.AdaPNM(
+        params,
+        lr=lr,
+        betas=(0.9, 0.999, 1.0),
+        weight_decay=0.0,
+        ams_bound=True,
+        eps=1e-8,
+      )
   raise ValueError(f'unknown PyTorch optimizer {name!r}')

@@ -6,23 +6,25 @@ layouts mirror the real networks without building them.
 """
 
 import math
-from typing import List, Tuple
 
 import jax
 import jax.numpy as jnp
 
-Shapes = List[Tuple[str, Tuple[int, ...]]]
+Shapes = list[tuple[str, tuple[int, ...]]]
 
 
 def _conv_bn(name: str, k: int, c_in: int, c_out: int) -> Shapes:
   """A bias-free convolution (HWIO kernel) followed by batch-norm scale/bias."""
-  return [(f'{name}/conv', (k, k, c_in, c_out)),
-          (f'{name}/bn/scale', (c_out,)),
-          (f'{name}/bn/bias', (c_out,))]
+  return [
+    (f'{name}/conv', (k, k, c_in, c_out)),
+    (f'{name}/bn/scale', (c_out,)),
+    (f'{name}/bn/bias', (c_out,)),
+  ]
 
 
-def resnet18_shapes(num_classes: int = 10, imagenet_stem: bool = False
-                    ) -> Shapes:
+def resnet18_shapes(
+  num_classes: int = 10, imagenet_stem: bool = False
+) -> Shapes:
   """Trainable parameters of ResNet-18 (He et al. 2016).
 
   The default is the CIFAR variant used in the PNM paper (3x3 stem, no
@@ -46,9 +48,13 @@ def resnet18_shapes(num_classes: int = 10, imagenet_stem: bool = False
   return shapes
 
 
-def transformer_shapes(d_model: int = 512, num_layers: int = 8,
-                       vocab_size: int = 32000, max_len: int = 512,
-                       mlp_ratio: int = 4) -> Shapes:
+def transformer_shapes(
+  d_model: int = 512,
+  num_layers: int = 8,
+  vocab_size: int = 32000,
+  max_len: int = 512,
+  mlp_ratio: int = 4,
+) -> Shapes:
   """A GPT-2-style decoder: embeddings, pre-LN blocks, tied output head.
 
   Each block has LayerNorm scale/bias twice, fused QKV and output projections
@@ -57,23 +63,33 @@ def transformer_shapes(d_model: int = 512, num_layers: int = 8,
   is GPT-2 small (124M).
   """
   d, h = d_model, mlp_ratio * d_model
-  shapes: Shapes = [('embed/tokens', (vocab_size, d)),
-                    ('embed/positions', (max_len, d))]
+  shapes: Shapes = [
+    ('embed/tokens', (vocab_size, d)),
+    ('embed/positions', (max_len, d)),
+  ]
   for i in range(num_layers):
     b = f'block{i}'
-    shapes += [(f'{b}/ln1/scale', (d,)), (f'{b}/ln1/bias', (d,)),
-               (f'{b}/attn/qkv/kernel', (d, 3 * d)),
-               (f'{b}/attn/qkv/bias', (3 * d,)),
-               (f'{b}/attn/out/kernel', (d, d)), (f'{b}/attn/out/bias', (d,)),
-               (f'{b}/ln2/scale', (d,)), (f'{b}/ln2/bias', (d,)),
-               (f'{b}/mlp/fc/kernel', (d, h)), (f'{b}/mlp/fc/bias', (h,)),
-               (f'{b}/mlp/proj/kernel', (h, d)), (f'{b}/mlp/proj/bias', (d,))]
+    shapes += [
+      (f'{b}/ln1/scale', (d,)),
+      (f'{b}/ln1/bias', (d,)),
+      (f'{b}/attn/qkv/kernel', (d, 3 * d)),
+      (f'{b}/attn/qkv/bias', (3 * d,)),
+      (f'{b}/attn/out/kernel', (d, d)),
+      (f'{b}/attn/out/bias', (d,)),
+      (f'{b}/ln2/scale', (d,)),
+      (f'{b}/ln2/bias', (d,)),
+      (f'{b}/mlp/fc/kernel', (d, h)),
+      (f'{b}/mlp/fc/bias', (h,)),
+      (f'{b}/mlp/proj/kernel', (h, d)),
+      (f'{b}/mlp/proj/bias', (d,)),
+    ]
   shapes += [('final_ln/scale', (d,)), ('final_ln/bias', (d,))]
   return shapes
 
 
-def many_leaves_shapes(num_leaves: int = 1000,
-                       widths: Tuple[int, ...] = (16, 32, 64)) -> Shapes:
+def many_leaves_shapes(
+  num_leaves: int = 1000, widths: tuple[int, ...] = (16, 32, 64)
+) -> Shapes:
   """A deep network's many small leaves: compile time grows with the count.
 
   Repeats a 5-leaf layer (3x3 convolution kernel, norm scale and bias, dense
@@ -92,10 +108,13 @@ def many_leaves_shapes(num_leaves: int = 1000,
   while len(shapes) < num_leaves:
     c = widths[layer % len(widths)]
     name = f'layer{layer}'
-    shapes += [(f'{name}/conv/kernel', (3, 3, c, c)),
-               (f'{name}/norm/scale', (c,)), (f'{name}/norm/bias', (c,)),
-               (f'{name}/dense/kernel', (c, 2 * c)),
-               (f'{name}/dense/bias', (2 * c,))]
+    shapes += [
+      (f'{name}/conv/kernel', (3, 3, c, c)),
+      (f'{name}/norm/scale', (c,)),
+      (f'{name}/norm/bias', (c,)),
+      (f'{name}/dense/kernel', (c, 2 * c)),
+      (f'{name}/dense/bias', (2 * c,)),
+    ]
     layer += 1
   return shapes[:num_leaves]
 
@@ -106,9 +125,9 @@ def single_leaf_shapes(num_params: int) -> Shapes:
 
 
 TREES = {
-    'resnet18': resnet18_shapes,
-    'transformer': transformer_shapes,
-    'many_leaves': many_leaves_shapes,
+  'resnet18': resnet18_shapes,
+  'transformer': transformer_shapes,
+  'many_leaves': many_leaves_shapes,
 }
 
 
@@ -116,12 +135,15 @@ def num_params(shapes: Shapes) -> int:
   return sum(math.prod(s) for _, s in shapes)
 
 
-def make_tree(shapes: Shapes, key: jax.Array, dtype=jnp.float32,
-              scale: float = 1.0) -> dict:
+def make_tree(
+  shapes: Shapes, key: jax.Array, dtype=jnp.float32, scale: float = 1.0
+) -> dict:
   """A dict ``name -> array`` of normal(0, scale) values with these shapes."""
   keys = jax.random.split(key, len(shapes))
-  return {name: scale * jax.random.normal(k, shape, dtype)
-          for k, (name, shape) in zip(keys, shapes)}
+  return {
+    name: scale * jax.random.normal(k, shape, dtype)
+    for k, (name, shape) in zip(keys, shapes)
+  }
 
 
 def abstract_tree(shapes: Shapes, dtype=jnp.float32) -> dict:

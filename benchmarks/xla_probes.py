@@ -26,13 +26,12 @@ False)``), as ``benchmarks/step_time.py`` does.
 
 import re
 import time
-from typing import Callable, Dict, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
 
-from benchmarks import optimizers
-from benchmarks import timing
+from benchmarks import optimizers, timing
 
 _INSTRUCTION = re.compile(r'^\s+(?:ROOT\s+)?%?[^\s=]+\s=\s', re.MULTILINE)
 _ARRAY_COPY = re.compile(r'= \w+\[[^\]]+\]\S* copy\(')
@@ -48,12 +47,12 @@ def count_array_copies(hlo_text: str) -> int:
   return len(_ARRAY_COPY.findall(hlo_text))
 
 
-def words_per_param(compiled, num_params: int) -> Optional[float]:
+def words_per_param(compiled, num_params: int) -> float | None:
   """XLA's cost-analysis bytes accessed by one call, in float32 words per
   parameter; None where the backend has no cost analysis."""
   try:
     cost = compiled.cost_analysis()
-  except Exception:  # pylint: disable=broad-except
+  except Exception:
     return None
   if isinstance(cost, (list, tuple)):  # older jax: one dict per module
     cost = cost[0] if cost else None
@@ -62,8 +61,9 @@ def words_per_param(compiled, num_params: int) -> Optional[float]:
   return float(cost['bytes accessed']) / (num_params * optimizers.WORD_BYTES)
 
 
-def cold_compile(make_fn: Callable[[], Callable], args: Sequence,
-                 donate_argnums=()) -> dict:
+def cold_compile(
+  make_fn: Callable[[], Callable], args: Sequence, donate_argnums=()
+) -> dict:
   """Traces, lowers and compiles a fresh ``make_fn()`` from empty caches.
 
   Args:
@@ -86,8 +86,12 @@ def cold_compile(make_fn: Callable[[], Callable], args: Sequence,
   lowered_at = time.perf_counter()
   compiled = lowered.compile()
   done = time.perf_counter()
-  return dict(trace_lower_s=lowered_at - start, compile_s=done - lowered_at,
-              lowered=lowered, compiled=compiled)
+  return dict(
+    trace_lower_s=lowered_at - start,
+    compile_s=done - lowered_at,
+    lowered=lowered,
+    compiled=compiled,
+  )
 
 
 def describe(lowered, compiled, num_params: int, num_leaves: int) -> dict:
@@ -95,19 +99,25 @@ def describe(lowered, compiled, num_params: int, num_leaves: int) -> dict:
   hlo = compiled.as_text() or ''
   instructions = count_instructions(hlo)
   stablehlo_bytes = len(lowered.as_text())
-  return dict(hlo_instructions=instructions,
-              hlo_instructions_per_leaf=instructions / num_leaves,
-              stablehlo_bytes=stablehlo_bytes,
-              stablehlo_bytes_per_leaf=stablehlo_bytes / num_leaves,
-              hlo_words=words_per_param(compiled, num_params),
-              hlo_array_copies=count_array_copies(hlo))
+  return dict(
+    hlo_instructions=instructions,
+    hlo_instructions_per_leaf=instructions / num_leaves,
+    stablehlo_bytes=stablehlo_bytes,
+    stablehlo_bytes_per_leaf=stablehlo_bytes / num_leaves,
+    hlo_words=words_per_param(compiled, num_params),
+    hlo_array_copies=count_array_copies(hlo),
+  )
 
 
-def compile_rounds(makers: Dict[str, Callable[[], Callable]],
-                   args: Dict[str, Sequence], donate_argnums, repeats: int,
-                   num_params: int, num_leaves: int,
-                   on_round: Callable[[], None] = lambda: None
-                   ) -> Dict[str, dict]:
+def compile_rounds(
+  makers: dict[str, Callable[[], Callable]],
+  args: dict[str, Sequence],
+  donate_argnums,
+  repeats: int,
+  num_params: int,
+  num_leaves: int,
+  on_round: Callable[[], None] = lambda: None,
+) -> dict[str, dict]:
   """Cold compiles of several functions, interleaved in rounds.
 
   Round ``r`` compiles every function once, starting at a rotated position,
@@ -130,8 +140,9 @@ def compile_rounds(makers: Dict[str, Callable[[], Callable]],
     and the last compile's :func:`describe`.
   """
   names = list(makers)
-  samples = {n: {'trace_lower_s': [], 'compile_s': [], 'total_s': []}
-             for n in names}
+  samples = {
+    n: {'trace_lower_s': [], 'compile_s': [], 'total_s': []} for n in names
+  }
   last = {}
   # Untimed: the process's first compile also pays one-off start-up costs.
   cold_compile(makers[names[0]], args[names[0]], donate_argnums)
@@ -147,10 +158,11 @@ def compile_rounds(makers: Dict[str, Callable[[], Callable]],
   out = {}
   for name in names:
     out[name] = dict(
-        {k: float(np.median(v)) for k, v in samples[name].items()},
-        samples=samples[name],
-        **describe(last[name]['lowered'], last[name]['compiled'], num_params,
-                   num_leaves))
+      {k: float(np.median(v)) for k, v in samples[name].items()},
+      samples=samples[name],
+      **describe(
+        last[name]['lowered'], last[name]['compiled'], num_params, num_leaves
+      ),
+    )
   jax.clear_caches()  # drop the executables before the next measurement
   return out
-

@@ -16,8 +16,10 @@ def _concrete(value: Any):
     return None
   try:
     return np.asarray(value)
-  except (jax.errors.TracerArrayConversionError,
-          jax.errors.ConcretizationTypeError):
+  except (
+    jax.errors.TracerArrayConversionError,
+    jax.errors.ConcretizationTypeError,
+  ):
     return None
 
 
@@ -37,8 +39,9 @@ def check_nonnegative(name: str, value: Any, *, finite: bool = False) -> None:
   if finite:
     ok &= np.isfinite(arr)
   if not np.all(ok):
-    raise ValueError(f'{name} must be >= 0{" and finite" if finite else ""}, '
-                     f'got {value!r}.')
+    raise ValueError(
+      f'{name} must be >= 0{" and finite" if finite else ""}, got {value!r}.'
+    )
 
 
 def check_unit_interval(name: str, value: Any) -> None:

@@ -1,6 +1,6 @@
 """The PNM and AdaPNM optimizers, in the style of ``optax.adamw``."""
 
-from typing import Literal, Optional
+from typing import Literal
 
 import jax
 import optax
@@ -13,7 +13,7 @@ _WEIGHT_DECAY_MODES = ('decoupled', 'l2')
 
 
 def _add_decayed_weights(
-    weight_decay: optax.ScalarOrSchedule, mask: optax.MaskOrFn
+  weight_decay: optax.ScalarOrSchedule, mask: optax.MaskOrFn
 ) -> optax.GradientTransformation:
   """``optax.add_decayed_weights`` that needs no ``params`` when the decay is
   a concrete zero (as ``optax.sgd`` and ``optax.adam`` need none).
@@ -33,30 +33,31 @@ def _add_decayed_weights(
 
 
 def _with_weight_decay(
-    scale: optax.GradientTransformation,
-    learning_rate: optax.ScalarOrSchedule,
-    weight_decay: optax.ScalarOrSchedule,
-    weight_decay_mode: WeightDecayMode,
-    mask: optax.MaskOrFn,
+  scale: optax.GradientTransformation,
+  learning_rate: optax.ScalarOrSchedule,
+  weight_decay: optax.ScalarOrSchedule,
+  weight_decay_mode: WeightDecayMode,
+  mask: optax.MaskOrFn,
 ) -> optax.GradientTransformation:
   """Chains ``scale`` with weight decay and the learning rate."""
   _checks.check_nonnegative('learning_rate', learning_rate, finite=True)
   _checks.check_nonnegative('weight_decay', weight_decay, finite=True)
-  _checks.check_choice('weight_decay_mode', weight_decay_mode,
-                       _WEIGHT_DECAY_MODES)
+  _checks.check_choice(
+    'weight_decay_mode', weight_decay_mode, _WEIGHT_DECAY_MODES
+  )
   decay = _add_decayed_weights(weight_decay, mask)
   steps = (scale, decay) if weight_decay_mode == 'decoupled' else (decay, scale)
   return optax.chain(*steps, optax.scale_by_learning_rate(learning_rate))
 
 
 def pnm(
-    learning_rate: optax.ScalarOrSchedule,
-    b1: jax.typing.ArrayLike = 0.9,
-    b0: optax.ScalarOrSchedule = 1.0,
-    weight_decay: optax.ScalarOrSchedule = 0.0,
-    weight_decay_mode: WeightDecayMode = 'decoupled',
-    mask: optax.MaskOrFn = None,
-    mu_dtype: Optional[jax.typing.DTypeLike] = None,
+  learning_rate: optax.ScalarOrSchedule,
+  b1: jax.typing.ArrayLike = 0.9,
+  b0: optax.ScalarOrSchedule = 1.0,
+  weight_decay: optax.ScalarOrSchedule = 0.0,
+  weight_decay_mode: WeightDecayMode = 'decoupled',
+  mask: optax.MaskOrFn = None,
+  mu_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformation:
   r"""Stochastic Positive-Negative Momentum (PNM).
 
@@ -136,23 +137,27 @@ def pnm(
     ICML 2021.
   """
   return _with_weight_decay(
-      scale_by_pnm(b1=b1, b0=b0, mu_dtype=mu_dtype), learning_rate,
-      weight_decay, weight_decay_mode, mask)
+    scale_by_pnm(b1=b1, b0=b0, mu_dtype=mu_dtype),
+    learning_rate,
+    weight_decay,
+    weight_decay_mode,
+    mask,
+  )
 
 
 def adapnm(
-    learning_rate: optax.ScalarOrSchedule = 1e-3,
-    b1: jax.typing.ArrayLike = 0.9,
-    b2: jax.typing.ArrayLike = 0.999,
-    b0: optax.ScalarOrSchedule = 1.0,
-    eps: jax.typing.ArrayLike = 1e-8,
-    eps_root: jax.typing.ArrayLike = 0.0,
-    amsgrad: bool = True,
-    weight_decay: optax.ScalarOrSchedule = 0.0,
-    weight_decay_mode: WeightDecayMode = 'decoupled',
-    mask: optax.MaskOrFn = None,
-    mu_dtype: Optional[jax.typing.DTypeLike] = None,
-    nu_dtype: Optional[jax.typing.DTypeLike] = None,
+  learning_rate: optax.ScalarOrSchedule = 1e-3,
+  b1: jax.typing.ArrayLike = 0.9,
+  b2: jax.typing.ArrayLike = 0.999,
+  b0: optax.ScalarOrSchedule = 1.0,
+  eps: jax.typing.ArrayLike = 1e-8,
+  eps_root: jax.typing.ArrayLike = 0.0,
+  amsgrad: bool = True,
+  weight_decay: optax.ScalarOrSchedule = 0.0,
+  weight_decay_mode: WeightDecayMode = 'decoupled',
+  mask: optax.MaskOrFn = None,
+  mu_dtype: jax.typing.DTypeLike | None = None,
+  nu_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformation:
   r"""AdaPNM: the PN direction with Adam's (AMSGrad by default) preconditioner.
 
@@ -220,6 +225,18 @@ def adapnm(
     ICML 2021.
   """
   return _with_weight_decay(
-      scale_by_adapnm(b1=b1, b2=b2, b0=b0, eps=eps, eps_root=eps_root,
-                      amsgrad=amsgrad, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
-      learning_rate, weight_decay, weight_decay_mode, mask)
+    scale_by_adapnm(
+      b1=b1,
+      b2=b2,
+      b0=b0,
+      eps=eps,
+      eps_root=eps_root,
+      amsgrad=amsgrad,
+      mu_dtype=mu_dtype,
+      nu_dtype=nu_dtype,
+    ),
+    learning_rate,
+    weight_decay,
+    weight_decay_mode,
+    mask,
+  )

@@ -40,13 +40,13 @@ def noise_norm(b0: jax.typing.ArrayLike) -> jax.typing.ArrayLike:
     2.2361
   """
   _checks.check_nonnegative('b0', b0, finite=True)
-  return _sqrt((1 + b0) ** 2 + b0 ** 2)
+  return _sqrt((1 + b0) ** 2 + b0**2)
 
 
 def b0_matched_learning_rate(
-    learning_rate: jax.typing.ArrayLike,
-    b0: jax.typing.ArrayLike,
-    reference_b0: jax.typing.ArrayLike = 0.0,
+  learning_rate: jax.typing.ArrayLike,
+  b0: jax.typing.ArrayLike,
+  reference_b0: jax.typing.ArrayLike = 0.0,
 ) -> jax.typing.ArrayLike:
   r"""The learning rate at ``b0`` whose mean step equals ``learning_rate``'s
   at ``reference_b0``.
@@ -82,9 +82,9 @@ def b0_matched_learning_rate(
 
 
 def sgdm_equivalent_learning_rate(
-    sgd_learning_rate: jax.typing.ArrayLike,
-    b0: jax.typing.ArrayLike = 1.0,
-    momentum: jax.typing.ArrayLike = 0.9,
+  sgd_learning_rate: jax.typing.ArrayLike,
+  b0: jax.typing.ArrayLike = 1.0,
+  momentum: jax.typing.ArrayLike = 0.9,
 ) -> jax.typing.ArrayLike:
   r"""The PNM learning rate whose mean step equals ``optax.sgd``'s.
 
@@ -113,7 +113,6 @@ def sgdm_equivalent_learning_rate(
     >>> print(f'{pnm_optax.sgdm_equivalent_learning_rate(0.1):.3f}')
     2.236
   """
-  _checks.check_nonnegative('sgd_learning_rate', sgd_learning_rate,
-                            finite=True)
+  _checks.check_nonnegative('sgd_learning_rate', sgd_learning_rate, finite=True)
   _checks.check_unit_interval('momentum', momentum)
   return sgd_learning_rate * noise_norm(b0) / (1 - momentum)

@@ -14,7 +14,8 @@ per step (see :func:`_pn_coefficients`), so the compiled step grows by only
 a few instructions per leaf.
 """
 
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,13 +38,14 @@ class ScaleByPNMState(NamedTuple):
     mu_even: momentum buffer written on even steps ``t = 2, 4, 6, ...``.
   """
 
-  count: jax.Array
+  # A NamedTuple field named like tuple.count, as in optax's states.
+  count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride]
   mu_odd: optax.Updates
   mu_even: optax.Updates
 
 
 class ScaleByAdaPNMState(NamedTuple):
-  """State of :func:`scale_by_adapnm`.
+  """State of :func:`scale_by_adapnm` with ``amsgrad=True`` (the default).
 
   Attributes:
     count: number of steps taken (int32 scalar), as in
@@ -51,14 +53,34 @@ class ScaleByAdaPNMState(NamedTuple):
     mu_odd: momentum buffer written on odd steps.
     mu_even: momentum buffer written on even steps.
     nu: EMA of squared gradient magnitudes (a real dtype).
-    nu_max: running maximum of ``nu`` with ``amsgrad=True``, else ``None``.
+    nu_max: running maximum of ``nu``.
   """
 
-  count: jax.Array
+  count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride]
   mu_odd: optax.Updates
   mu_even: optax.Updates
   nu: optax.Updates
-  nu_max: Optional[optax.Updates]
+  nu_max: optax.Updates
+
+
+class ScaleByAdaPNMNoAmsgradState(NamedTuple):
+  """State of :func:`scale_by_adapnm` with ``amsgrad=False``.
+
+  As :class:`ScaleByAdaPNMState` without ``nu_max`` (as optax keeps
+  ``ScaleByAdamState`` and ``ScaleByAmsgradState`` apart).
+
+  Attributes:
+    count: number of steps taken (int32 scalar), as in
+      :class:`ScaleByPNMState`.
+    mu_odd: momentum buffer written on odd steps.
+    mu_even: momentum buffer written on even steps.
+    nu: EMA of squared gradient magnitudes (a real dtype).
+  """
+
+  count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride]
+  mu_odd: optax.Updates
+  mu_even: optax.Updates
+  nu: optax.Updates
 
 
 def _next_count(count: jax.Array) -> jax.Array:
@@ -89,6 +111,7 @@ def _per_dtype(fn: Callable[[jnp.dtype], tuple]) -> Callable:
     if dtype not in cache:
       cache[dtype] = fn(dtype)
     return cache[dtype]
+
   return get
 
 
@@ -98,26 +121,30 @@ def _check_params(name: str, params) -> None:
     dtype = jnp.result_type(leaf)
     if not jnp.issubdtype(dtype, jnp.inexact):
       raise ValueError(
-          f'{name}: parameter {jax.tree_util.keystr(path) or "(root)"} has '
-          f'dtype {dtype}; only floating-point and complex parameters can be '
-          'optimized. Leave integer and boolean leaves out, e.g. with '
-          'optax.masked(optimizer, mask) or optax.multi_transform('
-          "{'train': optimizer, 'frozen': optax.set_to_zero()}, labels).")
+        f'{name}: parameter {jax.tree_util.keystr(path) or "(root)"} has '
+        f'dtype {dtype}; only floating-point and complex parameters can be '
+        'optimized. Leave integer and boolean leaves out, e.g. with '
+        'optax.masked(optimizer, mask) or optax.multi_transform('
+        "{'train': optimizer, 'frozen': optax.set_to_zero()}, labels)."
+      )
 
 
 def _check_matches(name: str, updates, buffers) -> None:
   """Raises ValueError if ``updates`` does not match the state's buffers."""
   if jax.tree.structure(updates) != jax.tree.structure(buffers):
     raise ValueError(
-        f'{name}: the updates tree does not match the optimizer state.\n'
-        f'  updates: {jax.tree.structure(updates)}\n'
-        f'  state:   {jax.tree.structure(buffers)}')
-  for (path, g), s in zip(jax.tree_util.tree_flatten_with_path(updates)[0],
-                          jax.tree.leaves(buffers)):
+      f'{name}: the updates tree does not match the optimizer state.\n'
+      f'  updates: {jax.tree.structure(updates)}\n'
+      f'  state:   {jax.tree.structure(buffers)}'
+    )
+  for (path, g), s in zip(
+    jax.tree_util.tree_flatten_with_path(updates)[0], jax.tree.leaves(buffers)
+  ):
     if jnp.shape(g) != jnp.shape(s):
       raise ValueError(
-          f'{name}: updates leaf {jax.tree_util.keystr(path)} has shape '
-          f'{jnp.shape(g)} but its optimizer state has shape {jnp.shape(s)}.')
+        f'{name}: updates leaf {jax.tree_util.keystr(path)} has shape '
+        f'{jnp.shape(g)} but its optimizer state has shape {jnp.shape(s)}.'
+      )
 
 
 class _PNCoefficients(NamedTuple):
@@ -159,9 +186,14 @@ def _pn_coefficients(count, b1, b0, dtype, scale=1.0) -> _PNCoefficients:
 
   def pick(odd_step, even_step):
     return jnp.sum(weights * jnp.stack([odd_step, even_step]))
+
   return _PNCoefficients(
-      odd=pick(1, 0).astype(bool), beta=beta, one_minus_beta=1 - beta,
-      coef_odd=pick(pos, -neg), coef_even=pick(-neg, pos))
+    odd=pick(1, 0).astype(bool),
+    beta=beta,
+    one_minus_beta=1 - beta,
+    coef_odd=pick(pos, -neg),
+    coef_even=pick(-neg, pos),
+  )
 
 
 def _pn_leaf(g, mu_odd, mu_even, coefficients):
@@ -198,15 +230,17 @@ def _canonical_dtype(name: str, dtype, real: bool = False):
   dtype = jax.dtypes.canonicalize_dtype(dtype)
   kind = jnp.floating if real else jnp.inexact
   if not jnp.issubdtype(dtype, kind):
-    raise ValueError(f'{name} must be a {"real " if real else ""}'
-                     f'floating-point dtype or None, got {dtype}.')
+    raise ValueError(
+      f'{name} must be a {"real " if real else ""}'
+      f'floating-point dtype or None, got {dtype}.'
+    )
   return dtype
 
 
 def scale_by_pnm(
-    b1: jax.typing.ArrayLike = 0.9,
-    b0: optax.ScalarOrSchedule = 1.0,
-    mu_dtype: Optional[jax.typing.DTypeLike] = None,
+  b1: jax.typing.ArrayLike = 0.9,
+  b0: optax.ScalarOrSchedule = 1.0,
+  mu_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformation:
   r"""Rescales updates by stochastic Positive-Negative Momentum.
 
@@ -247,35 +281,43 @@ def scale_by_pnm(
   def init_fn(params):
     _check_params('scale_by_pnm', params)
     return ScaleByPNMState(
-        count=jnp.zeros([], jnp.int32),
-        mu_odd=optax.tree.zeros_like(params, dtype=mu_dtype),
-        mu_even=optax.tree.zeros_like(params, dtype=mu_dtype))
+      count=jnp.zeros([], jnp.int32),
+      mu_odd=optax.tree.zeros_like(params, dtype=mu_dtype),
+      mu_even=optax.tree.zeros_like(params, dtype=mu_dtype),
+    )
 
   def update_fn(updates, state, params=None):
     del params
     _check_matches('scale_by_pnm', updates, state.mu_odd)
     coefficients = _per_dtype(
-        lambda dtype: _pn_coefficients(state.count, b1, b0, dtype))
-    out = jax.tree.map(lambda g, a, b: _pn_leaf(g, a, b, coefficients),
-                       updates, state.mu_odd, state.mu_even)
+      lambda dtype: _pn_coefficients(state.count, b1, b0, dtype)
+    )
+    out = jax.tree.map(
+      lambda g, a, b: _pn_leaf(g, a, b, coefficients),
+      updates,
+      state.mu_odd,
+      state.mu_even,
+    )
     direction, mu_odd, mu_even = jax.tree.transpose(
-        jax.tree.structure(updates), jax.tree.structure((0, 0, 0)), out)
+      jax.tree.structure(updates), jax.tree.structure((0, 0, 0)), out
+    )
     direction = optax.tree.cast_like(direction, updates)
     return direction, ScaleByPNMState(
-        count=_next_count(state.count), mu_odd=mu_odd, mu_even=mu_even)
+      count=_next_count(state.count), mu_odd=mu_odd, mu_even=mu_even
+    )
 
   return optax.GradientTransformation(init_fn, update_fn)
 
 
 def scale_by_adapnm(
-    b1: jax.typing.ArrayLike = 0.9,
-    b2: jax.typing.ArrayLike = 0.999,
-    b0: optax.ScalarOrSchedule = 1.0,
-    eps: jax.typing.ArrayLike = 1e-8,
-    eps_root: jax.typing.ArrayLike = 0.0,
-    amsgrad: bool = True,
-    mu_dtype: Optional[jax.typing.DTypeLike] = None,
-    nu_dtype: Optional[jax.typing.DTypeLike] = None,
+  b1: jax.typing.ArrayLike = 0.9,
+  b2: jax.typing.ArrayLike = 0.999,
+  b0: optax.ScalarOrSchedule = 1.0,
+  eps: jax.typing.ArrayLike = 1e-8,
+  eps_root: jax.typing.ArrayLike = 0.0,
+  amsgrad: bool = True,
+  mu_dtype: jax.typing.DTypeLike | None = None,
+  nu_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformation:
   r"""Rescales updates by AdaPNM: the PN direction with Adam's preconditioner.
 
@@ -300,7 +342,8 @@ def scale_by_adapnm(
 
   Returns:
     A :class:`optax.GradientTransformation` with state
-    :class:`ScaleByAdaPNMState`.
+    :class:`ScaleByAdaPNMState` (:class:`ScaleByAdaPNMNoAmsgradState` with
+    ``amsgrad=False``).
 
   Examples:
     >>> import jax.numpy as jnp, pnm_optax
@@ -323,16 +366,23 @@ def scale_by_adapnm(
   nu_dtype = _canonical_dtype('nu_dtype', nu_dtype, real=True)
   eps_root_is_zero = _checks.is_zero(eps_root)
 
+  def make_state(count, mu_odd, mu_even, nu, nu_max):
+    if amsgrad:
+      return ScaleByAdaPNMState(count, mu_odd, mu_even, nu, nu_max)
+    return ScaleByAdaPNMNoAmsgradState(count, mu_odd, mu_even, nu)
+
   def init_fn(params):
     _check_params('scale_by_adapnm', params)
     nu = lambda: jax.tree.map(  # zeros_like keeps each leaf's sharding
-        lambda p: jnp.zeros_like(p, _nu_dtype_for(p.dtype, nu_dtype)), params)
-    return ScaleByAdaPNMState(
-        count=jnp.zeros([], jnp.int32),
-        mu_odd=optax.tree.zeros_like(params, dtype=mu_dtype),
-        mu_even=optax.tree.zeros_like(params, dtype=mu_dtype),
-        nu=nu(),
-        nu_max=nu() if amsgrad else None)
+      lambda p: jnp.zeros_like(p, _nu_dtype_for(p.dtype, nu_dtype)), params
+    )
+    return make_state(
+      count=jnp.zeros([], jnp.int32),
+      mu_odd=optax.tree.zeros_like(params, dtype=mu_dtype),
+      mu_even=optax.tree.zeros_like(params, dtype=mu_dtype),
+      nu=nu(),
+      nu_max=nu() if amsgrad else None,
+    )
 
   def update_fn(updates, state, params=None):
     del params
@@ -345,16 +395,22 @@ def scale_by_adapnm(
       per leaf fewer."""
       t = state.count.astype(dtype) + 1  # step t, exact past int32 too
       beta2 = jnp.asarray(b2, dtype)
-      bc2 = 1 - beta2 ** t
+      bc2 = 1 - beta2**t
       scale = jnp.sqrt(bc2) / (1 - jnp.asarray(b1, dtype) ** t)
-      return (_pn_coefficients(state.count, b1, b0, dtype, scale), beta2,
-              1 - beta2, jnp.asarray(eps_root, dtype) * bc2,
-              jnp.asarray(eps, dtype) * jnp.sqrt(bc2))
+      return (
+        _pn_coefficients(state.count, b1, b0, dtype, scale),
+        beta2,
+        1 - beta2,
+        jnp.asarray(eps_root, dtype) * bc2,
+        jnp.asarray(eps, dtype) * jnp.sqrt(bc2),
+      )
+
     scalars = _per_dtype(scalars)
 
     def leaf(g, mu_odd, mu_even, nu, nu_max=None):
       scaled_direction, mu_odd, mu_even = _pn_leaf(
-          g, mu_odd, mu_even, lambda dtype: scalars(dtype)[0])
+        g, mu_odd, mu_even, lambda dtype: scalars(dtype)[0]
+      )
       dtype = scaled_direction.dtype
       _, beta2, one_minus_beta2, eps_root_bc2, eps_sqrt_bc2 = scalars(dtype)
       real = _real(dtype)
@@ -375,15 +431,25 @@ def scale_by_adapnm(
     buffers += (state.nu_max,) if amsgrad else ()
     out = jax.tree.map(leaf, updates, *buffers)
     new_updates, mu_odd, mu_even, nu, *nu_max = jax.tree.transpose(
-        jax.tree.structure(updates),
-        jax.tree.structure((0,) * (1 + len(buffers))), out)
-    return optax.tree.cast_like(new_updates, updates), ScaleByAdaPNMState(
-        count=_next_count(state.count), mu_odd=mu_odd, mu_even=mu_even,
-        nu=nu, nu_max=nu_max[0] if amsgrad else None)
+      jax.tree.structure(updates),
+      jax.tree.structure((0,) * (1 + len(buffers))),
+      out,
+    )
+    return optax.tree.cast_like(new_updates, updates), make_state(
+      count=_next_count(state.count),
+      mu_odd=mu_odd,
+      mu_even=mu_even,
+      nu=nu,
+      nu_max=nu_max[0] if amsgrad else None,
+    )
 
   return optax.GradientTransformation(init_fn, update_fn)
 
 
 __all__ = [
-    'ScaleByPNMState', 'ScaleByAdaPNMState', 'scale_by_pnm', 'scale_by_adapnm'
+  'ScaleByPNMState',
+  'ScaleByAdaPNMState',
+  'ScaleByAdaPNMNoAmsgradState',
+  'scale_by_pnm',
+  'scale_by_adapnm',
 ]

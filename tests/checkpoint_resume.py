@@ -13,12 +13,12 @@ writes the final leaves (``final_*``) to ``OUT.npz``.
 import functools
 import sys
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from flax import nnx
 
 import pnm_optax
 from tests import helpers
@@ -42,8 +42,7 @@ class Net(nnx.Module):
 
 def make_tx(name: str) -> optax.GradientTransformation:
   """Schedules on lr and b0 make the restored step count matter."""
-  lr = optax.cosine_decay_schedule(0.5 if name == 'pnm' else 3e-3,
-                                   TOTAL_STEPS)
+  lr = optax.cosine_decay_schedule(0.5 if name == 'pnm' else 3e-3, TOTAL_STEPS)
   b0 = optax.linear_schedule(1.0, 0.5, TOTAL_STEPS)
   factory = pnm_optax.pnm if name == 'pnm' else pnm_optax.adapnm
   return factory(lr, b0=b0, weight_decay=1e-2)
@@ -52,9 +51,12 @@ def make_tx(name: str) -> optax.GradientTransformation:
 def initial_state(name: str):
   """Returns ``(graphdef, state)`` with state a dict of pytrees."""
   graphdef, params, batch_stats = nnx.split(Net(nnx.Rngs(0)), nnx.Param, ...)
-  state = {'params': params, 'batch_stats': batch_stats,
-           'opt_state': make_tx(name).init(params),
-           'step': jnp.zeros([], jnp.int32)}
+  state = {
+    'params': params,
+    'batch_stats': batch_stats,
+    'opt_state': make_tx(name).init(params),
+    'step': jnp.zeros([], jnp.int32),
+  }
   return graphdef, state
 
 
@@ -67,24 +69,28 @@ def make_train_step(graphdef, name: str):
   @jax.jit
   def train_step(state):
     step = state['step']
-    idx = jax.random.randint(jax.random.fold_in(jax.random.key(42), step),
-                             (BATCH,), 0, x_all.shape[0])
+    idx = jax.random.randint(
+      jax.random.fold_in(jax.random.key(42), step), (BATCH,), 0, x_all.shape[0]
+    )
 
     def loss_fn(model):
       logits = model(x_all[idx], train=True)
       return optax.softmax_cross_entropy_with_integer_labels(
-          logits, y_all[idx]).mean()
+        logits, y_all[idx]
+      ).mean()
 
     # nnx.grad differentiates the Params and carries the BatchNorm
     # statistics the forward pass updates back into ``model``.
     model = nnx.merge(graphdef, state['params'], state['batch_stats'])
     grads = nnx.grad(loss_fn)(model)
     batch_stats = nnx.split(model, nnx.Param, ...)[2]
-    updates, opt_state = tx.update(grads, state['opt_state'],
-                                   state['params'])
-    return {'params': optax.apply_updates(state['params'], updates),
-            'batch_stats': batch_stats, 'opt_state': opt_state,
-            'step': step + 1}
+    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+    return {
+      'params': optax.apply_updates(state['params'], updates),
+      'batch_stats': batch_stats,
+      'opt_state': opt_state,
+      'step': step + 1,
+    }
 
   return train_step
 
@@ -106,8 +112,9 @@ def save(directory: str, state) -> None:
 def restore(directory: str, name: str):
   """Restores into the structure of a freshly built state."""
   graphdef, fresh = initial_state(name)
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                          fresh)
+  abstract = jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), fresh
+  )
   checkpointer = ocp.StandardCheckpointer()
   state = checkpointer.restore(directory, abstract)
   checkpointer.close()
@@ -123,9 +130,11 @@ def main(argv: list[str]) -> None:
   graphdef, state = restore(ckpt_dir, name)
   restored = leaves(state)
   final = leaves(train(graphdef, name, state, stop))
-  np.savez(out_path,
-           **{f'restored_{i}': x for i, x in enumerate(restored)},
-           **{f'final_{i}': x for i, x in enumerate(final)})
+  np.savez(
+    out_path,
+    **{f'restored_{i}': x for i, x in enumerate(restored)},
+    **{f'final_{i}': x for i, x in enumerate(final)},
+  )
 
 
 if __name__ == '__main__':

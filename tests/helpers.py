@@ -11,7 +11,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def _flat(tree) -> np.ndarray:
   """All leaves of ``tree`` raveled into one float64 (or complex128) vector."""
-  flat = np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(tree)])
+  flat = np.concatenate(
+    [np.ravel(np.asarray(x)) for x in jax.tree.leaves(tree)]
+  )
   return flat.astype(np.complex128 if np.iscomplexobj(flat) else np.float64)
 
 
@@ -41,7 +43,8 @@ def digits(n: int | None = None):
   first ``n`` images (all 1797 by default).
   """
   # Imported here: the core tests need only the package's own dependencies.
-  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+  from sklearn.datasets import load_digits
+
   bunch = load_digits()
   x = (bunch.data[:n] / 16.0).astype(np.float32)
   return jnp.asarray(x), jnp.asarray(bunch.target[:n].astype(np.int32))

@@ -18,8 +18,9 @@ from tests.helpers import REPO
 LOCAL_MODULES = frozenset({'pnm_optax', 'benchmarks', 'tests'})
 # Imported by benchmarks/ (and its tests) only where installed: the PyTorch
 # rows of the speed report and alternative CIFAR-10 loaders.
-OPTIONAL_IMPORTS = frozenset({'torch', 'pytorch_optimizer', 'datasets',
-                              'tensorflow_datasets'})
+OPTIONAL_IMPORTS = frozenset(
+  {'torch', 'pytorch_optimizer', 'datasets', 'tensorflow_datasets'}
+)
 
 
 @functools.cache
@@ -64,11 +65,16 @@ def _is_optional(node: ast.AST, parents: dict) -> bool:
     node, child = parents[node], node
     if isinstance(node, ast.Try) and child in node.body:
       for handler in node.handlers:
-        names = [handler.type] if not isinstance(handler.type, ast.Tuple) else (
-            handler.type.elts)
-        if any(isinstance(n, ast.Name) and n.id in ('ImportError',
-                                                     'ModuleNotFoundError')
-               for n in names):
+        names = (
+          [handler.type]
+          if not isinstance(handler.type, ast.Tuple)
+          else (handler.type.elts)
+        )
+        if any(
+          isinstance(n, ast.Name)
+          and n.id in ('ImportError', 'ModuleNotFoundError')
+          for n in names
+        ):
           return True
   return False
 
@@ -80,8 +86,11 @@ def third_party_imports(source: str) -> set[str]:
   imports guarded by ``try: ... except ImportError``.
   """
   tree = ast.parse(source)
-  parents = {child: node for node in ast.walk(tree)
-             for child in ast.iter_child_nodes(node)}
+  parents = {
+    child: node
+    for node in ast.walk(tree)
+    for child in ast.iter_child_nodes(node)
+  }
   modules = set()
   for node in ast.walk(tree):
     if isinstance(node, ast.Import):
@@ -92,16 +101,21 @@ def third_party_imports(source: str) -> set[str]:
       continue
     if not _is_optional(node, parents):
       modules.update(name.split('.')[0] for name in names)
-  return {m for m in modules
-          if m not in sys.stdlib_module_names and m not in LOCAL_MODULES}
+  return {
+    m
+    for m in modules
+    if m not in sys.stdlib_module_names and m not in LOCAL_MODULES
+  }
 
 
 def benchmarks_imports() -> set[str]:
   """Third-party modules that running benchmarks/ needs (optional ones left
   out)."""
   sources = sorted((REPO / 'benchmarks').rglob('*.py'))
-  return set().union(*(third_party_imports(p.read_text())
-                       for p in sources)) - OPTIONAL_IMPORTS
+  return (
+    set().union(*(third_party_imports(p.read_text()) for p in sources))
+    - OPTIONAL_IMPORTS
+  )
 
 
 @functools.cache
@@ -111,5 +125,6 @@ def _packages_distributions() -> dict:
 
 def distributions_of(module: str) -> set[str]:
   """Normalised names of the installed distributions providing ``module``."""
-  return {requirement_name(d) for d in
-          _packages_distributions().get(module, ())}
+  return {
+    requirement_name(d) for d in _packages_distributions().get(module, ())
+  }

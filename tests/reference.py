@@ -13,18 +13,33 @@ import numpy as np
 class ReferencePNM:
   """PNM / AdaPNM on a list of float64 (or complex128) arrays."""
 
-  def __init__(self, params, adaptive=False, b1=0.9, b2=0.999, b0=1.0,
-               eps=1e-8, weight_decay=0.0, decoupled=True, amsgrad=True):
-    self.params = [np.array(p, dtype=np.result_type(p, np.float64))
-                   for p in params]
+  def __init__(
+    self,
+    params,
+    adaptive=False,
+    b1=0.9,
+    b2=0.999,
+    b0=1.0,
+    eps=1e-8,
+    weight_decay=0.0,
+    decoupled=True,
+    amsgrad=True,
+  ):
+    self.params = [
+      np.array(p, dtype=np.result_type(p, np.float64)) for p in params
+    ]
     self.adaptive, self.amsgrad = adaptive, amsgrad
     self.b1, self.b2, self.b0, self.eps = b1, b2, b0, eps
     self.weight_decay, self.decoupled = weight_decay, decoupled
     self.step_count = 0
     self.buffers = [
-        {'pos': np.zeros_like(p), 'neg': np.zeros_like(p),
-         'sq': np.zeros(p.shape), 'max_sq': np.zeros(p.shape)}
-        for p in self.params
+      {
+        'pos': np.zeros_like(p),
+        'neg': np.zeros_like(p),
+        'sq': np.zeros(p.shape),
+        'max_sq': np.zeros(p.shape),
+      }
+      for p in self.params
     ]
 
   def step(self, grads, lr, b0=None):
@@ -33,7 +48,7 @@ class ReferencePNM:
     b1, b2 = self.b1, self.b2
     self.step_count += 1
     t = self.step_count
-    noise_norm = math.sqrt((1 + b0) ** 2 + b0 ** 2)
+    noise_norm = math.sqrt((1 + b0) ** 2 + b0**2)
     for p, g, buf in zip(self.params, grads, self.buffers):
       g = np.array(g, dtype=p.dtype)
       if self.weight_decay:
@@ -45,8 +60,8 @@ class ReferencePNM:
         pos, neg = buf['pos'], buf['neg']
       else:
         neg, pos = buf['pos'], buf['neg']
-      pos *= b1 ** 2
-      pos += (1 - b1 ** 2) * g
+      pos *= b1**2
+      pos += (1 - b1**2) * g
       direction = ((1 + b0) * pos - b0 * neg) * (1 / noise_norm)
       if not self.adaptive:
         p -= lr * direction
@@ -58,6 +73,6 @@ class ReferencePNM:
         sq = buf['max_sq']
       else:
         sq = buf['sq']
-      denom = np.sqrt(sq) / math.sqrt(1 - b2 ** t) + self.eps
-      p -= lr / (1 - b1 ** t) * direction / denom
+      denom = np.sqrt(sq) / math.sqrt(1 - b2**t) + self.eps
+      p -= lr / (1 - b1**t) * direction / denom
     return self.params

@@ -15,18 +15,32 @@ from tests.reference import ReferencePNM
 
 # name -> (factory of the learning rate, lr for the parabola, for Rosenbrock)
 OPTIMIZERS = {
-    'pnm': (pnm_optax.pnm, 0.02, 1e-3),
-    'pnm_wd_mask': (functools.partial(
-        pnm_optax.pnm, weight_decay=1e-3,
-        mask=lambda p: jax.tree.map(lambda x: x.ndim > 0, p)), 0.02, 1e-3),
-    'pnm_l2': (functools.partial(pnm_optax.pnm, weight_decay=1e-3,
-                                 weight_decay_mode='l2'), 0.02, 1e-3),
-    'adapnm': (pnm_optax.adapnm, 0.05, 1e-3),
-    'adapnm_no_amsgrad': (functools.partial(pnm_optax.adapnm, amsgrad=False),
-                          0.05, 1e-3),
+  'pnm': (pnm_optax.pnm, 0.02, 1e-3),
+  'pnm_wd_mask': (
+    functools.partial(
+      pnm_optax.pnm,
+      weight_decay=1e-3,
+      mask=lambda p: jax.tree.map(lambda x: x.ndim > 0, p),
+    ),
+    0.02,
+    1e-3,
+  ),
+  'pnm_l2': (
+    functools.partial(pnm_optax.pnm, weight_decay=1e-3, weight_decay_mode='l2'),
+    0.02,
+    1e-3,
+  ),
+  'adapnm': (pnm_optax.adapnm, 0.05, 1e-3),
+  'adapnm_no_amsgrad': (
+    functools.partial(pnm_optax.adapnm, amsgrad=False),
+    0.05,
+    1e-3,
+  ),
 }
-ALIASES = {name: functools.partial(make, lr)
-           for name, (make, lr, _) in OPTIMIZERS.items()}
+ALIASES = {
+  name: functools.partial(make, lr)
+  for name, (make, lr, _) in OPTIMIZERS.items()
+}
 
 
 def _parabola():
@@ -48,8 +62,9 @@ def _minimise(opt, params, loss, steps):
     updates, state = opt.update(jax.grad(loss)(params), state, params)
     return (optax.apply_updates(params, updates), state), None
 
-  (params, _), _ = jax.jit(
-      lambda c: jax.lax.scan(body, c, None, length=steps))((params, state))
+  (params, _), _ = jax.jit(lambda c: jax.lax.scan(body, c, None, length=steps))(
+    (params, state)
+  )
   return params
 
 
@@ -58,10 +73,19 @@ def _minimise(opt, params, loss, steps):
 def test_minimises(name, problem):
   make, lr_parabola, lr_rosenbrock = OPTIMIZERS[name]
   if problem == 'parabola':
-    (params, target, loss), lr, steps, tol = _parabola(), lr_parabola, 10_000, 1e-2
+    (params, target, loss), lr, steps, tol = (
+      _parabola(),
+      lr_parabola,
+      10_000,
+      1e-2,
+    )
   else:
-    (params, target, loss), lr, steps, tol = (_rosenbrock(), lr_rosenbrock,
-                                              20_000, 5e-2)
+    (params, target, loss), lr, steps, tol = (
+      _rosenbrock(),
+      lr_rosenbrock,
+      20_000,
+      5e-2,
+    )
   params = _minimise(make(lr), params, loss, steps)
   np.testing.assert_allclose(params, target, atol=tol)
   assert float(loss(params)) < 1e-3
@@ -71,8 +95,10 @@ def test_minimises(name, problem):
 def test_inject_hyperparams_same_trajectory(adaptive):
   make = pnm_optax.adapnm if adaptive else pnm_optax.pnm
   kwargs = dict(
-      learning_rate=optax.exponential_decay(0.05, 10, 0.5),
-      b0=optax.linear_schedule(1.5, 0.5, 20), weight_decay=1e-2)
+    learning_rate=optax.exponential_decay(0.05, 10, 0.5),
+    b0=optax.linear_schedule(1.5, 0.5, 20),
+    weight_decay=1e-2,
+  )
   plain = make(**kwargs)
   injected = optax.inject_hyperparams(make)(**kwargs)
   params = {'w': jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), 'b': jnp.ones(3)}
@@ -88,7 +114,8 @@ def test_inject_hyperparams_same_trajectory(adaptive):
   chex.assert_trees_all_close(*trajectories, rtol=1e-6, atol=1e-7)
   # The state holds the hyperparameters of the last (25th, count 24) step.
   assert float(state.hyperparams['learning_rate']) == pytest.approx(
-      0.05 * 0.5 ** 2.4, rel=1e-6)
+    0.05 * 0.5**2.4, rel=1e-6
+  )
   assert float(state.hyperparams['b0']) == pytest.approx(0.5)  # clamped end
 
 
@@ -122,8 +149,11 @@ def test_state_stable_inside_cond(name):
   @jax.jit
   def maybe_step(do_step, params, state):
     grads = jax.tree.map(jnp.ones_like, params)
-    return jax.lax.cond(do_step, lambda: opt.update(grads, state, params),
-                        lambda: (jax.tree.map(jnp.zeros_like, grads), state))
+    return jax.lax.cond(
+      do_step,
+      lambda: opt.update(grads, state, params),
+      lambda: (jax.tree.map(jnp.zeros_like, grads), state),
+    )
 
   for do_step in [True, False, True, True]:
     updates, state = maybe_step(do_step, params, state)
@@ -142,18 +172,21 @@ def test_preserves_dtype(name, dtype):
   state = initial_state
   step = jax.jit(opt.update)
   for i in range(5):
-    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.1 * (i + 1)), params)
+    g = 0.1 * (i + 1)
+    grads = jax.tree.map(lambda p, g=g: jnp.full_like(p, g), params)
     updates, state = step(grads, state, params)
     chex.assert_trees_all_equal_dtypes(updates, initial_params)
     params = optax.apply_updates(params, updates)
     chex.assert_trees_all_equal_dtypes(state, initial_state)
-  momenta = jax.tree.leaves([optax.tree.get(state, 'mu_odd'),
-                              optax.tree.get(state, 'mu_even')])
+  momenta = jax.tree.leaves(
+    [optax.tree.get(state, 'mu_odd'), optax.tree.get(state, 'mu_even')]
+  )
   assert momenta
   chex.assert_type(momenta, dtype)
   # Second moments keep float32's range for float16 parameters.
-  moments = jax.tree.leaves([optax.tree.get(state, 'nu', None),
-                             optax.tree.get(state, 'nu_max', None)])
+  moments = jax.tree.leaves(
+    [optax.tree.get(state, 'nu', None), optax.tree.get(state, 'nu_max', None)]
+  )
   assert bool(moments) == name.startswith('adapnm')
   chex.assert_type(moments, 'float32' if dtype == 'float16' else dtype)
   chex.assert_tree_all_finite(updates)
@@ -173,7 +206,8 @@ def test_float64_matches_reference(adaptive):
       grads = [rng.normal(size=p.shape) for p in init]
       ref.step(grads, 0.01)
       updates, state = jax.jit(opt.update)(
-          [jnp.asarray(g) for g in grads], state, params)
+        [jnp.asarray(g) for g in grads], state, params
+      )
       params = optax.apply_updates(params, updates)
     chex.assert_type(params, jnp.float64)
     chex.assert_trees_all_close(params, ref.params, rtol=1e-12, atol=1e-14)
@@ -193,7 +227,7 @@ def test_no_recompilation(name):
   params = {'w': jnp.ones((3,)), 'b': jnp.zeros((2,))}
   state = opt.init(params)
   for i in range(4):
-    grads = jax.tree.map(lambda p: p + i, params)
+    grads = jax.tree.map(lambda p, i=i: p + i, params)
     params, state = step(params, state, grads)
   assert len(traces) == 1
 
@@ -224,8 +258,11 @@ def test_inject_hyperparams_no_recompilation():
 def test_donated_state_is_reused(adaptive):
   opt = (pnm_optax.adapnm if adaptive else pnm_optax.pnm)(0.1)
   step = jax.jit(
-      lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(
-          *opt.update(g, s, p)), donate_argnums=(0, 1))
+    lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(
+      *opt.update(g, s, p)
+    ),
+    donate_argnums=(0, 1),
+  )
   params = jnp.ones((16,))
   state = opt.init(params)
   old = jax.tree.leaves((params, state))
@@ -251,18 +288,21 @@ def test_vmap_over_independent_runs(adaptive):
 
   batched = jax.jit(jax.vmap(run, in_axes=(0, 1)))(params, grads)
   for i in range(3):
-    np.testing.assert_allclose(batched[i], run(params[i], grads[:, i]),
-                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+      batched[i], run(params[i], grads[:, i]), rtol=1e-6, atol=1e-7
+    )
 
 
 @pytest.mark.parametrize('name', ALIASES)
 def test_eval_shape_init(name):
   opt = ALIASES[name]()
   params = {'w': jnp.ones((3, 5), jnp.bfloat16), 'b': jnp.ones((5,))}
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                          params)
+  abstract = jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params
+  )
   chex.assert_trees_all_equal_shapes_and_dtypes(
-      jax.eval_shape(opt.init, abstract), opt.init(params))
+    jax.eval_shape(opt.init, abstract), opt.init(params)
+  )
 
 
 @pytest.mark.parametrize('adaptive', [False, True])
@@ -271,7 +311,8 @@ def test_none_leaves(adaptive):
   params = {'w': jnp.ones((2,)), 'frozen': None}
   state = opt.init(params)
   updates, state = jax.jit(opt.update)(
-      {'w': jnp.ones((2,)), 'frozen': None}, state, params)
+    {'w': jnp.ones((2,)), 'frozen': None}, state, params
+  )
   assert updates['frozen'] is None
   chex.assert_shape(updates['w'], (2,))
   assert bool(jnp.all(updates['w'] < 0))
@@ -280,8 +321,9 @@ def test_none_leaves(adaptive):
 def test_masked_transform_with_masked_nodes():
   """optax.masked: frozen leaves become MaskedNode in the inner state."""
   opt = optax.chain(
-      optax.masked(pnm_optax.scale_by_pnm(), {'w': True, 'b': False}),
-      optax.scale(-0.1))
+    optax.masked(pnm_optax.scale_by_pnm(), {'w': True, 'b': False}),
+    optax.scale(-0.1),
+  )
   params = {'w': jnp.ones((3,)), 'b': jnp.ones((2,))}
   state = opt.init(params)
   inner = state[0].inner_state
@@ -292,8 +334,7 @@ def test_masked_transform_with_masked_nodes():
     updates, state = jax.jit(opt.update)(grads, state, params)
     before = ref.params[0].copy()
     ref.step([np.full(3, i + 1.0)], 0.1)
-    np.testing.assert_allclose(updates['w'], ref.params[0] - before,
-                               rtol=1e-6)
+    np.testing.assert_allclose(updates['w'], ref.params[0] - before, rtol=1e-6)
     np.testing.assert_allclose(updates['b'], -0.2 * np.ones(2), rtol=1e-6)
 
 
@@ -304,8 +345,9 @@ def test_apply_if_finite_skips_bad_steps():
   state = opt.init(params)
   for g in [[1.0, 2.0], [np.nan, 1.0], [0.5, -1.0], [np.inf, 0.0], [1.0, 1.0]]:
     g = np.asarray(g)
-    updates, state = jax.jit(opt.update)(jnp.asarray(g, jnp.float32), state,
-                                         params)
+    updates, state = jax.jit(opt.update)(
+      jnp.asarray(g, jnp.float32), state, params
+    )
     params = optax.apply_updates(params, updates)
     if np.all(np.isfinite(g)):
       ref.step([g], 0.1)
@@ -341,8 +383,14 @@ def test_mismatched_grads_raise(adaptive):
 
 
 @pytest.mark.parametrize('name', ['pnm', 'adapnm'])
-@pytest.mark.parametrize('kwargs', [{}, dict(weight_decay=0.0, mask={'w': True}),
-                                    dict(weight_decay=0, weight_decay_mode='l2')])
+@pytest.mark.parametrize(
+  'kwargs',
+  [
+    {},
+    dict(weight_decay=0.0, mask={'w': True}),
+    dict(weight_decay=0, weight_decay_mode='l2'),
+  ],
+)
 def test_update_without_params_when_decay_is_zero(name, kwargs):
   """As optax.sgd and optax.adam: no params needed without weight decay."""
   make = getattr(pnm_optax, name)

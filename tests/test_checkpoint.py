@@ -24,14 +24,24 @@ def test_resume_in_fresh_process_is_bitwise_identical(name, tmp_path):
   at_save = run.leaves(state)
   ckpt_dir = str(tmp_path / 'ckpt')
   run.save(ckpt_dir, state)
-  uninterrupted = run.leaves(run.train(graphdef, name, state,
-                                       run.TOTAL_STEPS))
+  uninterrupted = run.leaves(run.train(graphdef, name, state, run.TOTAL_STEPS))
 
   out = str(tmp_path / 'resumed.npz')
   proc = subprocess.run(
-      [sys.executable, '-m', 'tests.checkpoint_resume', ckpt_dir, out, name,
-       str(run.TOTAL_STEPS)],
-      cwd=REPO, capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      '-m',
+      'tests.checkpoint_resume',
+      ckpt_dir,
+      out,
+      name,
+      str(run.TOTAL_STEPS),
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   resumed = np.load(out)
 

@@ -9,8 +9,10 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / 'notebooks' / 'cifar10_pnm_vs_sgd.ipynb'
-COLAB = ('https://colab.research.google.com/github/pnm-optax/pnm-optax/blob/'
-         'main/notebooks/cifar10_pnm_vs_sgd.ipynb')
+COLAB = (
+  'https://colab.research.google.com/github/pnm-optax/pnm-optax/blob/'
+  'main/notebooks/cifar10_pnm_vs_sgd.ipynb'
+)
 
 
 @pytest.fixture(scope='module')
@@ -29,11 +31,13 @@ def test_badge_backend_print_and_accelerator_check(cells):
 
 def test_fast_mode_text_says_what_it_runs(cells):
   intro = cells[0].source
-  fast_text = intro[intro.index('**FAST mode.**'):]
+  fast_text = intro[intro.index('**FAST mode.**') :]
   assert 'digits' in fast_text and 'MLP' in fast_text
   assert '1 seed, 2 epochs of 10 steps' in fast_text
   code = '\n'.join(c.source for c in cells if c.cell_type == 'code')
-  assert ('run = dict(model="mlp", data="digits", epochs=2, seeds=1, '
-          'max_steps_per_epoch=10)') in code
+  assert (
+    'run = dict(model="mlp", data="digits", epochs=2, seeds=1, '
+    'max_steps_per_epoch=10)'
+  ) in code
   assert 'api.compare(**run)' in code  # the notebook drives the Python API
   assert 'was\nnot measured' in intro or 'was not measured' in intro

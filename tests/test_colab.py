@@ -30,18 +30,26 @@ COLAB_PREFIX = 'https://colab.research.google.com/github/'
 BADGE_IMAGE = 'https://colab.research.google.com/assets/colab-badge.svg'
 NOTEBOOKS = sorted(p.name for p in (REPO / 'notebooks').glob('*.ipynb'))
 # What every install cell defines (the quickstart's is the model).
-INSTALL_NAMES = {'REPO_URL', 'CLONE_DIR', 'IN_COLAB', 'NEEDED', 'jax_pins',
-                 'missing'}
+INSTALL_NAMES = {
+  'REPO_URL',
+  'CLONE_DIR',
+  'IN_COLAB',
+  'NEEDED',
+  'jax_pins',
+  'missing',
+}
 # Provided by any runtime the notebooks run on (and pinned, for jax);
 # google.colab is imported on Colab only.
 RUNTIME_MODULES = {'jax', 'jaxlib', 'numpy', 'IPython', 'google'}
 PIP = [sys.executable, '-m', 'pip', 'install', '-q']
 
 
-
 def colab_url(name: str) -> str:
-  return COLAB_PREFIX + URL.removeprefix('https://github.com/') + (
-      f'/blob/main/notebooks/{name}')
+  return (
+    COLAB_PREFIX
+    + URL.removeprefix('https://github.com/')
+    + (f'/blob/main/notebooks/{name}')
+  )
 
 
 def read(name: str) -> nbformat.NotebookNode:
@@ -55,7 +63,7 @@ def install_cell(name: str) -> str:
 def run_install_cell(name: str) -> dict:
   """Executes the install cell here; returns the names it defined."""
   namespace = {'__name__': '__main__'}
-  exec(compile(install_cell(name), name, 'exec'), namespace)  # pylint: disable=exec-used
+  exec(compile(install_cell(name), name, 'exec'), namespace)
   missing_names = INSTALL_NAMES - namespace.keys()
   assert not missing_names, f'the install cell does not define {missing_names}'
   return namespace
@@ -63,8 +71,10 @@ def run_install_cell(name: str) -> dict:
 
 def installed_jax_pins() -> list[str]:
   """The pins the cell must write, from this environment's versions."""
-  pins = {f'jax=={jax.__version__}',
-          f'jaxlib=={importlib.metadata.version("jaxlib")}'}
+  pins = {
+    f'jax=={jax.__version__}',
+    f'jaxlib=={importlib.metadata.version("jaxlib")}',
+  }
   for dist in importlib.metadata.distributions():
     name = (dist.metadata['Name'] or '').lower().replace('_', '-')
     if name.startswith(('jax-cuda', 'libtpu')):
@@ -76,15 +86,23 @@ def installed_jax_pins() -> list[str]:
 def test_install_cell_text(name):
   source = install_cell(name)
   assert '"google.colab" in sys.modules' in source
-  assigned = {t.id: node.value for node in ast.parse(source).body
-              if isinstance(node, ast.Assign) for t in node.targets
-              if isinstance(t, ast.Name)}
+  assigned = {
+    t.id: node.value
+    for node in ast.parse(source).body
+    if isinstance(node, ast.Assign)
+    for t in node.targets
+    if isinstance(t, ast.Name)
+  }
   assert 'REPO_URL' in assigned, 'no REPO_URL = ... in the install cell'
   assert ast.literal_eval(assigned['REPO_URL']) == URL
-  for fragment in ('"git", "clone", "--depth", "1", REPO_URL, CLONE_DIR',
-                   '"--no-deps", "-e", CLONE_DIR', '"-c", constraints.name',
-                   'sys.path.insert(0, CLONE_DIR)', 'jax.default_backend()',
-                   'jax.devices()'):
+  for fragment in (
+    '"git", "clone", "--depth", "1", REPO_URL, CLONE_DIR',
+    '"--no-deps", "-e", CLONE_DIR',
+    '"-c", constraints.name',
+    'sys.path.insert(0, CLONE_DIR)',
+    'jax.default_backend()',
+    'jax.devices()',
+  ):
     assert fragment in source, fragment
 
 
@@ -102,15 +120,28 @@ def test_install_cell_reports_jax_and_pins_it(name, capsys):
 def test_install_cell_pins_colab_accelerator_packages(name, monkeypatch):
   """On a GPU/TPU runtime the CUDA plugins and libtpu are pinned too."""
   namespace = run_install_cell(name)
-  installed = {'jax': '0.7.2', 'jaxlib': '0.7.2', 'jax-cuda12-plugin': '0.7.2',
-               'jax_cuda12_pjrt': '0.7.2', 'libtpu': '0.0.21',
-               'optax': '0.2.5', 'numpy': '2.0.2', 'torch': '2.8.0'}
-  fake = [types.SimpleNamespace(metadata={'Name': n}, version=v)
-          for n, v in installed.items()]
+  installed = {
+    'jax': '0.7.2',
+    'jaxlib': '0.7.2',
+    'jax-cuda12-plugin': '0.7.2',
+    'jax_cuda12_pjrt': '0.7.2',
+    'libtpu': '0.0.21',
+    'optax': '0.2.5',
+    'numpy': '2.0.2',
+    'torch': '2.8.0',
+  }
+  fake = [
+    types.SimpleNamespace(metadata={'Name': n}, version=v)
+    for n, v in installed.items()
+  ]
   monkeypatch.setattr(importlib.metadata, 'distributions', lambda: fake)
   assert namespace['jax_pins']() == [
-      'jax-cuda12-pjrt==0.7.2', 'jax-cuda12-plugin==0.7.2', 'jax==0.7.2',
-      'jaxlib==0.7.2', 'libtpu==0.0.21']
+    'jax-cuda12-pjrt==0.7.2',
+    'jax-cuda12-plugin==0.7.2',
+    'jax==0.7.2',
+    'jaxlib==0.7.2',
+    'libtpu==0.0.21',
+  ]
 
 
 @pytest.mark.parametrize('name', NOTEBOOKS)
@@ -127,14 +158,15 @@ def test_install_cell_needs_what_the_notebook_imports(name):
   assert imported - RUNTIME_MODULES <= covered, imported - covered
   for module, package in needed.items():  # the right pip package per module
     top = module.split('.')[0]
-    assert project.requirement_name(package) in project.distributions_of(
-        top), (module, package)
+    assert project.requirement_name(package) in project.distributions_of(top), (
+      module,
+      package,
+    )
 
 
 @pytest.mark.parametrize('missing_here', [True, False])
 @pytest.mark.parametrize('name', NOTEBOOKS)
-def test_install_cell_on_a_fresh_colab(name, missing_here, monkeypatch,
-                                       capsys):
+def test_install_cell_on_a_fresh_colab(name, missing_here, monkeypatch, capsys):
   """Clone, ``--no-deps`` install, then only the missing packages, with the
   installed jax and jaxlib pinned; the clone goes on ``sys.path``."""
   namespace = run_install_cell(name)
@@ -154,23 +186,29 @@ def test_install_cell_on_a_fresh_colab(name, missing_here, monkeypatch,
   monkeypatch.setattr(subprocess, 'run', record)
   monkeypatch.setattr(os.path, 'isdir', lambda p: p != CLONE_DIR and isdir(p))
   if missing_here:  # a runtime that has none of the needed modules
-    monkeypatch.setattr(importlib.util, 'find_spec', lambda module, *a: (
-        None if module in needed else find_spec(module, *a)))
-  monkeypatch.setitem(sys.modules, 'google.colab',
-                      types.ModuleType('google.colab'))
+    monkeypatch.setattr(
+      importlib.util,
+      'find_spec',
+      lambda module, *a: None if module in needed else find_spec(module, *a),
+    )
+  monkeypatch.setitem(
+    sys.modules, 'google.colab', types.ModuleType('google.colab')
+  )
   monkeypatch.setattr(sys, 'path', list(sys.path))
 
   run_install_cell(name)
   assert commands[:2] == [
-      ['git', 'clone', '--depth', '1', URL, CLONE_DIR],
-      PIP + ['--no-deps', '-e', CLONE_DIR]]
+    ['git', 'clone', '--depth', '1', URL, CLONE_DIR],
+    PIP + ['--no-deps', '-e', CLONE_DIR],
+  ]
   if missing_here:
     assert len(commands) == 3
-    assert commands[2][:len(PIP) + 1] == PIP + ['-c']
-    packages = commands[2][len(PIP) + 2:]
+    assert commands[2][: len(PIP) + 1] == PIP + ['-c']
+    packages = commands[2][len(PIP) + 2 :]
     assert packages == list(needed.values())
-    assert not {'jax', 'jaxlib'} & {project.requirement_name(p)
-                                    for p in packages}
+    assert not {'jax', 'jaxlib'} & {
+      project.requirement_name(p) for p in packages
+    }
     assert constraints == [installed_jax_pins()]
   else:
     assert len(commands) == 2
@@ -180,10 +218,14 @@ def test_install_cell_on_a_fresh_colab(name, missing_here, monkeypatch,
 
 def test_missing_reports_absent_modules():
   namespace = run_install_cell('quickstart.ipynb')
-  assert namespace['missing']({
-      'json': 'stdlib', 'optax': 'optax', 'no_such_module_pnm': 'absent',
-      'no_such_parent_pnm.child': 'absent-parent'}) == [
-          'absent', 'absent-parent']
+  assert namespace['missing'](
+    {
+      'json': 'stdlib',
+      'optax': 'optax',
+      'no_such_module_pnm': 'absent',
+      'no_such_parent_pnm.child': 'absent-parent',
+    }
+  ) == ['absent', 'absent-parent']
 
 
 @pytest.mark.parametrize('name', NOTEBOOKS)
@@ -191,15 +233,18 @@ def test_notebook_has_its_colab_badge(name):
   badge = f'[![Open In Colab]({BADGE_IMAGE})]({colab_url(name)})'
   top = read(name).cells[:2]
   assert any(c.cell_type == 'markdown' and badge in c.source for c in top), (
-      f'no {badge} in the first markdown cells')
+    f'no {badge} in the first markdown cells'
+  )
 
 
 def _documents() -> dict:
   """README.md, docs/*.md and every notebook cell's text, by file."""
   texts = {REPO / 'README.md': (REPO / 'README.md').read_text()}
   texts.update((p, p.read_text()) for p in sorted((REPO / 'docs').glob('*.md')))
-  texts.update((REPO / 'notebooks' / n, '\n'.join(c.source for c in read(n).cells))
-               for n in NOTEBOOKS)
+  texts.update(
+    (REPO / 'notebooks' / n, '\n'.join(c.source for c in read(n).cells))
+    for n in NOTEBOOKS
+  )
   return texts
 
 
@@ -209,8 +254,11 @@ def test_links_use_the_repository_url():
   colab_links = 0
   for path, text in _documents().items():
     where = path.relative_to(REPO)
-    for link in re.findall(r'https://colab\.research\.google\.com/github/'
-                           r'''[^\s)\]"'<>`]+''', text):
+    for link in re.findall(
+      r'https://colab\.research\.google\.com/github/'
+      r"""[^\s)\]"'<>`]+""",
+      text,
+    ):
       assert link in allowed, f'{where}: {link} (allowed: {sorted(allowed)})'
       colab_links += 1
     for found in re.findall(r'github\.com/([\w.-]+)/pnm-optax\b', text):

@@ -8,21 +8,18 @@ import random
 import warnings
 
 import chex
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
 import pytest
+from flax import nnx
 from scipy import stats
 
 from benchmarks.comparison import data as data_lib
 from benchmarks.comparison import models as models_lib
-from benchmarks.comparison import plots
+from benchmarks.comparison import plots, protocol, statistics, training
 from benchmarks.comparison import progress as progress_lib
-from benchmarks.comparison import protocol
-from benchmarks.comparison import statistics
-from benchmarks.comparison import training
 
 # ------------------------------------------------------------------ MNIST-1D
 
@@ -69,41 +66,71 @@ def test_mnist1d_models_initialise_as_pytorch():
       assert np.abs(p).max() <= bound and np.abs(p).max() > 0.8 * bound
 
 
-@pytest.mark.parametrize('length,channels,width,stride,padding', [
-    (40, 1, 5, 2, 1), (19, 25, 3, 2, 1), (10, 25, 3, 2, 1), (17, 3, 4, 1, 0),
-    (23, 2, 3, 3, 2)])
-def test_conv1d_equals_xla_convolution(length, channels, width, stride,
-                                       padding):
+@pytest.mark.parametrize(
+  'length,channels,width,stride,padding',
+  [
+    (40, 1, 5, 2, 1),
+    (19, 25, 3, 2, 1),
+    (10, 25, 3, 2, 1),
+    (17, 3, 4, 1, 0),
+    (23, 2, 3, 3, 2),
+  ],
+)
+def test_conv1d_equals_xla_convolution(
+  length, channels, width, stride, padding
+):
   rng = np.random.default_rng(length)
   x = rng.normal(size=(6, length, channels)).astype(np.float32)
   kernel = rng.normal(size=(width, channels, 4)).astype(np.float32)
   bias = rng.normal(size=(4,)).astype(np.float32)
-  got = models_lib.conv1d(jnp.asarray(x), jnp.asarray(kernel),
-                          jnp.asarray(bias), stride, padding)
-  want = jax.lax.conv_general_dilated(
-      x, kernel, (stride,), [(padding, padding)],
-      dimension_numbers=('NWC', 'WIO', 'NWC')) + bias
+  got = models_lib.conv1d(
+    jnp.asarray(x), jnp.asarray(kernel), jnp.asarray(bias), stride, padding
+  )
+  want = (
+    jax.lax.conv_general_dilated(
+      x,
+      kernel,
+      (stride,),
+      [(padding, padding)],
+      dimension_numbers=('NWC', 'WIO', 'NWC'),
+    )
+    + bias
+  )
   assert got.shape == want.shape
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   # and its gradient (the training loop differentiates through it)
   f = lambda k, conv: jnp.sum(jnp.sin(conv(k)))
-  g_got = jax.grad(f)(jnp.asarray(kernel), lambda k: models_lib.conv1d(
-      jnp.asarray(x), k, bias, stride, padding))
-  g_want = jax.grad(f)(jnp.asarray(kernel), lambda k: (
-      jax.lax.conv_general_dilated(x, k, (stride,), [(padding, padding)],
-                                   dimension_numbers=('NWC', 'WIO', 'NWC'))
-      + bias))
+  g_got = jax.grad(f)(
+    jnp.asarray(kernel),
+    lambda k: models_lib.conv1d(jnp.asarray(x), k, bias, stride, padding),
+  )
+  g_want = jax.grad(f)(
+    jnp.asarray(kernel),
+    lambda k: (
+      jax.lax.conv_general_dilated(
+        x,
+        k,
+        (stride,),
+        [(padding, padding)],
+        dimension_numbers=('NWC', 'WIO', 'NWC'),
+      )
+      + bias
+    ),
+  )
   np.testing.assert_allclose(g_got, g_want, rtol=1e-4, atol=1e-4)
 
 
 def test_resnet18_matches_the_reference_architecture():
   """11,173,962 parameters: the paper code's CIFAR ResNet-18 (PyTorch)."""
   model = nnx.eval_shape(
-      lambda: models_lib.make_model('resnet18', (32, 32, 3), 10,
-                                    nnx.Rngs(0)))
+    lambda: models_lib.make_model('resnet18', (32, 32, 3), 10, nnx.Rngs(0))
+  )
   assert models_lib.count_params(model) == 11_173_962
-  out = jax.eval_shape(lambda m, x: m(x, train=True), model,
-                       jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32))
+  out = jax.eval_shape(
+    lambda m, x: m(x, train=True),
+    model,
+    jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32),
+  )
   assert out.shape == (2, 10)
 
 
@@ -118,7 +145,7 @@ def test_models_refuse_inputs_they_do_not_take():
 def test_mean_std_skips_missing_values_and_uses_the_sample_std():
   mean, std = statistics.mean_std([0.1, None, 0.3, float('nan'), 0.2])
   assert mean == pytest.approx(0.2)
-  assert std == pytest.approx(math.sqrt(((0.1 ** 2) * 2) / 2))
+  assert std == pytest.approx(math.sqrt(((0.1**2) * 2) / 2))
   assert statistics.mean_std([0.5]) == (0.5, 0.0)
   assert statistics.mean_std([None]) == (None, None)
 
@@ -142,7 +169,8 @@ def test_paired_difference_against_the_t_formula():
   assert got['p_value'] == pytest.approx(p, rel=1e-9)
   assert got['ties'] == 1
   assert got['a_wins'] == int((d < 0).sum()) and got['b_wins'] == int(
-      (d > 0).sum())
+    (d > 0).sum()
+  )
   assert got['a_wins'] + got['b_wins'] + got['ties'] == n
   same = statistics.paired_difference({0: 0.1, 1: 0.2}, {0: 0.1, 1: 0.2})
   assert same['p_value'] is None and same['ties'] == 2
@@ -154,18 +182,21 @@ def test_paired_difference_against_the_t_formula():
 def _bowl(best_lr, calls):
   """Validation error with its minimum at ``best_lr`` (cheap stand-in for
   training); diverges above 8x the best."""
+
   def score(lr):
     calls.append(lr)
     if lr > 8 * best_lr:
       return float('inf')
     return 0.1 + 0.01 * math.log2(lr / best_lr) ** 2
+
   return score
 
 
 def test_grid_search_picks_the_best_interior_point_without_extending():
   calls = []
-  result = protocol.search(_bowl(0.1, calls), center=0.1, points=5,
-                           ratio=2.0, max_extensions=3)
+  result = protocol.search(
+    _bowl(0.1, calls), center=0.1, points=5, ratio=2.0, max_extensions=3
+  )
   assert result.grid == [0.025, 0.05, 0.1, 0.2, 0.4]
   assert result.picked == 0.1 and result.extensions == 0
   assert result.at_edge is None and sorted(calls) == result.grid
@@ -173,31 +204,34 @@ def test_grid_search_picks_the_best_interior_point_without_extending():
 
 def test_grid_search_extends_past_diverged_points_towards_the_best():
   calls = []
-  result = protocol.search(_bowl(0.004, calls), center=0.1, points=3,
-                           ratio=2.0, max_extensions=10)
+  result = protocol.search(
+    _bowl(0.004, calls), center=0.1, points=3, ratio=2.0, max_extensions=10
+  )
   # 0.05, 0.1, 0.2 all diverge (> 0.032): grow downwards; 0.025 is finite
   # and at the edge, ... until 0.003125 is interior (0.0015625 is worse).
-  assert calls == [0.05, 0.1, 0.2, 0.025, 0.0125, 0.00625, 0.003125,
-                   0.0015625]
+  assert calls == [0.05, 0.1, 0.2, 0.025, 0.0125, 0.00625, 0.003125, 0.0015625]
   assert result.picked == 0.003125 and result.extensions == 5
   assert result.at_edge is None
 
 
 def test_grid_search_says_when_the_pick_is_still_at_the_edge():
-  result = protocol.search(_bowl(1e-4, []), center=0.1, points=3, ratio=2.0,
-                           max_extensions=2)
+  result = protocol.search(
+    _bowl(1e-4, []), center=0.1, points=3, ratio=2.0, max_extensions=2
+  )
   assert result.extensions == 2 and result.at_edge == 'low'
   assert result.picked == min(result.grid) == 0.0125
-  high = protocol.search(_bowl(10.0, []), center=0.1, points=3, ratio=2.0,
-                         max_extensions=1)
+  high = protocol.search(
+    _bowl(10.0, []), center=0.1, points=3, ratio=2.0, max_extensions=1
+  )
   assert high.at_edge == 'high' and high.picked == 0.4
 
 
 def test_grid_search_stops_at_the_divergence_edge():
   calls = []
   # best at 0.4 (the high edge of the first grid); 0.8 is finite and worse
-  result = protocol.search(_bowl(0.4, calls), center=0.1, points=5,
-                           ratio=2.0, max_extensions=3)
+  result = protocol.search(
+    _bowl(0.4, calls), center=0.1, points=5, ratio=2.0, max_extensions=3
+  )
   assert result.picked == 0.4 and result.at_edge is None
   assert calls[-1] == 0.8 and result.extensions == 1
 
@@ -206,9 +240,13 @@ def test_grid_search_stops_at_the_divergence_edge():
 
 
 def _curves(epochs, seeds, rng):
-  return {'epoch': list(range(1, epochs + 1)),
-          **{k: rng.uniform(0.05, 0.5, size=(seeds, epochs)).tolist()
-             for k in ('train_loss', 'train_error', 'test_error')}}
+  return {
+    'epoch': list(range(1, epochs + 1)),
+    **{
+      k: rng.uniform(0.05, 0.5, size=(seeds, epochs)).tolist()
+      for k in ('train_loss', 'train_error', 'test_error')
+    },
+  }
 
 
 def test_curves_figure_bands_markers_and_lr_drops():
@@ -221,8 +259,7 @@ def test_curves_figure_bands_markers_and_lr_drops():
   assert len(axes) == 3
   test_ax = axes[2]
   assert '%' in test_ax.get_ylabel() and '%' in axes[1].get_ylabel()
-  lines = [l for l in test_ax.get_lines() if l.get_label() in ('PNM',
-                                                                'SGD-M')]
+  lines = [l for l in test_ax.get_lines() if l.get_label() in ('PNM', 'SGD-M')]
   assert len(lines) == 2 and all(l.get_marker() == 'o' for l in lines)
   # plotted in percent: the mean over seeds (finite ones) times 100
   per_seed = np.array(curves['sgdm']['test_error'])
@@ -234,8 +271,9 @@ def test_curves_figure_bands_markers_and_lr_drops():
   std = 100 * per_seed.std(0, ddof=1)
   assert band.max() == pytest.approx((100 * per_seed.mean(0) + std).max())
   # dotted lines between the epochs before and after each lr drop
-  drops = [l.get_xdata()[0] for l in test_ax.get_lines()
-           if l.get_linestyle() == ':']
+  drops = [
+    l.get_xdata()[0] for l in test_ax.get_lines() if l.get_linestyle() == ':'
+  ]
   assert drops == [4.5, 8.5]
   assert matplotlib.get_backend() == backend  # no backend switch
 
@@ -250,8 +288,10 @@ def test_one_epoch_run_draws_visible_points(tmp_path):
 
 
 def test_final_errors_figure_shows_reference_marks():
-  summary = {'pnm': {'test_error_mean': 0.05, 'test_error_std': 0.01},
-             'sgdm': {'test_error_mean': None, 'test_error_std': None}}
+  summary = {
+    'pnm': {'test_error_mean': 0.05, 'test_error_std': 0.01},
+    'sgdm': {'test_error_mean': None, 'test_error_std': None},
+  }
   fig = plots.final_errors_figure(summary, reference={'pnm': 4.48})
   ax = fig.axes[0]
   assert [round(b.get_height(), 6) for b in ax.patches][0] == 5.0
@@ -262,7 +302,8 @@ def test_final_errors_figure_shows_reference_marks():
 
 def test_figures_display_as_png_in_any_notebook():
   fig = plots.final_errors_figure(
-      {'pnm': {'test_error_mean': 0.05, 'test_error_std': 0.01}})
+    {'pnm': {'test_error_mean': 0.05, 'test_error_std': 0.01}}
+  )
   assert fig._repr_png_()[:8] == b'\x89PNG\r\n\x1a\n'  # what display() shows
 
 
@@ -299,9 +340,10 @@ def test_progress_off_a_terminal_prints_plain_lines_without_warnings():
     progress.finish(_history(3))
   lines = stream.getvalue().splitlines()
   assert lines == [
-      'PNM lr 1: epoch 1/3, error 20.00% (mean of 2), 0.50 s/epoch',
-      'PNM lr 1: epoch 2/3, error 20.00% (mean of 2), 0.50 s/epoch',
-      'PNM lr 1: 3 epochs, error 20.00% (mean of 2), 1.5 s']
+    'PNM lr 1: epoch 1/3, error 20.00% (mean of 2), 0.50 s/epoch',
+    'PNM lr 1: epoch 2/3, error 20.00% (mean of 2), 0.50 s/epoch',
+    'PNM lr 1: 3 epochs, error 20.00% (mean of 2), 1.5 s',
+  ]
 
 
 def test_progress_on_a_terminal_draws_a_bar():
@@ -315,16 +357,20 @@ def test_progress_on_a_terminal_draws_a_bar():
     progress.finish(_history(2))
   text = stream.getvalue()
   assert '\rSGD-M lr 0.1:   0%|' in text and '0/2 [' in text  # the bar
-  assert text.endswith('\rSGD-M lr 0.1: 2 epochs, error 20.00% (mean of 2), '
-                       '1.0 s\n')  # bar cleared, then the plain summary
+  assert text.endswith(
+    '\rSGD-M lr 0.1: 2 epochs, error 20.00% (mean of 2), 1.0 s\n'
+  )  # bar cleared, then the plain summary
 
 
-@pytest.mark.parametrize('cpus,seeds,expected', [
+@pytest.mark.parametrize(
+  'cpus,seeds,expected',
+  [
     (2, range(5), [[0, 1, 2], [3, 4, 4]]),
     (2, range(4), [[0, 1], [2, 3]]),
     (2, [7], [[7]]),
     (1, range(5), [[0, 1, 2, 3, 4]]),
-])
+  ],
+)
 def test_seed_groups_share_one_program(monkeypatch, cpus, seeds, expected):
   """Equal groups (one compiled program); a short group repeats a seed."""
   monkeypatch.setattr(training.os, 'cpu_count', lambda: cpus)
@@ -333,8 +379,8 @@ def test_seed_groups_share_one_program(monkeypatch, cpus, seeds, expected):
 
 def test_seed_group_padding_round_trips():
   tree = {'w': jnp.arange(10.0).reshape(5, 2), 'n': jnp.arange(5)}
-  padded = training._pad(tree, 6)  # pylint: disable=protected-access
+  padded = training._pad(tree, 6)
   np.testing.assert_array_equal(padded['w'][5], tree['w'][4])
-  parts = training._split(padded, [3, 3])  # pylint: disable=protected-access
-  back = training._trim(training._concat(parts), 5)  # pylint: disable=protected-access
+  parts = training._split(padded, [3, 3])
+  back = training._trim(training._concat(parts), 5)
   chex.assert_trees_all_equal(back, tree)

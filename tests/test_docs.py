@@ -9,7 +9,9 @@ import pnm_optax.step_size
 import pnm_optax.transform
 
 
-@pytest.mark.parametrize('module', [pnm_optax.alias, pnm_optax.step_size, pnm_optax.transform])
+@pytest.mark.parametrize(
+  'module', [pnm_optax.alias, pnm_optax.step_size, pnm_optax.transform]
+)
 def test_docstring_examples(module):
   result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
   assert result.failed == 0

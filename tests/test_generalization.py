@@ -13,33 +13,43 @@ import subprocess
 import sys
 import time
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
 from benchmarks import generalization
-from benchmarks.comparison import api
-from benchmarks.comparison import checkpoints
-from benchmarks.comparison import cli
+from benchmarks.comparison import api, checkpoints, cli, training
 from benchmarks.comparison import data as data_lib
 from benchmarks.comparison import models as models_lib
 from benchmarks.comparison import optimizers as opt_lib
-from benchmarks.comparison import training
 from tests import compat
 from tests.reference import ReferencePNM
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ['--dataset', 'mnist1d', '--model', 'mlp', '--epochs', '2',
-        '--max-steps-per-epoch', '3', '--seeds', '2', '--no-progress']
+TINY = [
+  '--dataset',
+  'mnist1d',
+  '--model',
+  'mlp',
+  '--epochs',
+  '2',
+  '--max-steps-per-epoch',
+  '3',
+  '--seeds',
+  '2',
+  '--no-progress',
+]
 
 
 def strict_load(path):
   """JSON that a strict reader accepts (no NaN/Infinity)."""
+
   def refuse(token):
     raise ValueError(f'non-standard JSON token {token}')
+
   with open(path) as f:
     return json.loads(f.read(), parse_constant=refuse)
 
@@ -51,7 +61,9 @@ def results_files(folder):
 # ------------------------------------------------- flags checked up front
 
 
-@pytest.mark.parametrize('flags,expected', [
+@pytest.mark.parametrize(
+  'flags,expected',
+  [
     (['--epochs', '0'], '--epochs must be an integer >= 1, got 0'),
     (['--epochs', '-3'], '--epochs must be an integer >= 1'),
     (['--batch-size', '0'], '--batch-size must be an integer >= 1'),
@@ -62,15 +74,26 @@ def results_files(folder):
     (['--optimizers', 'pnm,lion'], "unknown 'lion'; choose from pnm"),
     (['--b0', '-5'], '--b0 must lie in [0, inf), got -5'),
     (['--validation-fraction', '1.5'], 'must lie in (0, 1), got 1.5'),
-    (['--hparams', '{"pnm": {"learning_rate": 0.01}}'],
-     "unknown hyperparameter 'learning_rate' for pnm; allowed: lr,"),
+    (
+      ['--hparams', '{"pnm": {"learning_rate": 0.01}}'],
+      "unknown hyperparameter 'learning_rate' for pnm; allowed: lr,",
+    ),
     (['--hparams', '{"pnm": {"lr": -1}}'], 'pnm lr must be > 0'),
     (['--hparams', '{"pnm": '], '--hparams is not valid JSON'),
     (['--hparams', '[1, 2]'], 'must be a JSON object of objects'),
-    (['--hparams', '{"sgdm": {"lr": 0.1}}', '--optimizers', 'pnm'],
-     "optimizer 'sgdm', which is not among the optimizers"),
-    (['--decay-per-step', '1e-4', '--hparams',
-      '{"adamw": {"weight_decay": 0.1}}'], 'sets weight_decay of adamw'),
+    (
+      ['--hparams', '{"sgdm": {"lr": 0.1}}', '--optimizers', 'pnm'],
+      "optimizer 'sgdm', which is not among the optimizers",
+    ),
+    (
+      [
+        '--decay-per-step',
+        '1e-4',
+        '--hparams',
+        '{"adamw": {"weight_decay": 0.1}}',
+      ],
+      'sets weight_decay of adamw',
+    ),
     (['--lr-grid', '-1'], '--lr-grid must be an integer >= 0'),
     (['--lr-grid-ratio', '1'], '--lr-grid-ratio must lie in (1, inf)'),
     (['--b0-sweep', '0,x'], '--b0-sweep must be comma-separated numbers'),
@@ -80,12 +103,17 @@ def results_files(folder):
     (['--schedule', 'linear'], 'argument --schedule: invalid choice'),
     (['--study', 'full', '--epochs', '3'], 'drop --epochs'),
     (['--study', 'full', '--seeds', '1'], '--seeds must be >= 2'),
-])
-def test_bad_flags_exit_2_with_one_line_before_training(flags, expected,
-                                                        tmp_path, capsys):
+  ],
+)
+def test_bad_flags_exit_2_with_one_line_before_training(
+  flags, expected, tmp_path, capsys
+):
   argv = flags + ['--out', str(tmp_path / 'out'), '--no-progress']
-  with pytest.raises(SystemExit) if 'argument' in expected else (
-      _no_raise()) as raised:
+  with (
+    pytest.raises(SystemExit)
+    if 'argument' in expected
+    else (_no_raise()) as raised
+  ):
     status = cli.main(argv)
   if 'argument' in expected:
     status = raised.value.code
@@ -95,10 +123,11 @@ def test_bad_flags_exit_2_with_one_line_before_training(flags, expected,
   assert len(lines) == 1 and lines[0].startswith('error: '), err
   assert expected in lines[0], err
   assert not (tmp_path / 'out').exists() or not any(
-      (tmp_path / 'out').iterdir())  # nothing was trained or written
+    (tmp_path / 'out').iterdir()
+  )  # nothing was trained or written
 
 
-class _no_raise:  # pylint: disable=invalid-name
+class _no_raise:
   def __enter__(self):
     return self
 
@@ -112,27 +141,44 @@ def test_missing_data_and_unwritable_output_exit_2_in_a_subprocess(tmp_path):
   os.remove(tmp_path / 'cifar' / data_lib.CIFAR10_DIR / 'data_batch_3')
   del written
   cases = [
-      (['--dataset', 'cifar10', '--data-dir', str(tmp_path / 'cifar')],
-       'missing data_batch_3'),
-      (['--dataset', 'cifar10', '--data-dir', str(tmp_path / 'none')],
-       'CIFAR-10 not found'),
-      (['--out', '/dev/null/x'], "--out '/dev/null/x' cannot be written"),
-      (['--epochs', '0'], '--epochs must be an integer >= 1'),
+    (
+      ['--dataset', 'cifar10', '--data-dir', str(tmp_path / 'cifar')],
+      'missing data_batch_3',
+    ),
+    (
+      ['--dataset', 'cifar10', '--data-dir', str(tmp_path / 'none')],
+      'CIFAR-10 not found',
+    ),
+    (['--out', '/dev/null/x'], "--out '/dev/null/x' cannot be written"),
+    (['--epochs', '0'], '--epochs must be an integer >= 1'),
   ]
-  script = ('import sys\nfrom benchmarks.comparison import cli\n'
-            'for argv in {!r}:\n'
-            '  status = cli.main(argv)\n'
-            '  print("STATUS", status, file=sys.stderr, flush=True)\n'
-            ).format([c[0] + ['--no-progress'] for c in cases[:3]])
-  procs = [subprocess.run([sys.executable, '-c', script], cwd=REPO,
-                          capture_output=True, text=True, timeout=120),
-           subprocess.run([sys.executable, '-m', 'benchmarks.generalization',
-                           *cases[3][0]], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)]
+  script = (
+    'import sys\nfrom benchmarks.comparison import cli\n'
+    'for argv in {!r}:\n'
+    '  status = cli.main(argv)\n'
+    '  print("STATUS", status, file=sys.stderr, flush=True)\n'
+  ).format([c[0] + ['--no-progress'] for c in cases[:3]])
+  procs = [
+    subprocess.run(
+      [sys.executable, '-c', script],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=120,
+    ),
+    subprocess.run(
+      [sys.executable, '-m', 'benchmarks.generalization', *cases[3][0]],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=120,
+    ),
+  ]
   assert procs[1].returncode == 2
   assert 'Traceback' not in procs[0].stderr + procs[1].stderr
-  lines = procs[0].stderr.strip().splitlines() + procs[1].stderr.strip(
-  ).splitlines()
+  lines = (
+    procs[0].stderr.strip().splitlines() + procs[1].stderr.strip().splitlines()
+  )
   errors = [l for l in lines if l.startswith('error: ')]
   assert [l for l in lines if l.startswith('STATUS')] == ['STATUS 2'] * 3
   assert len(errors) == 4 and len(lines) == 7, lines
@@ -143,8 +189,7 @@ def test_missing_data_and_unwritable_output_exit_2_in_a_subprocess(tmp_path):
 # ------------------------------------------ results, resume, divergence
 
 
-def test_results_named_by_settings_saved_strict_and_resumed(tmp_path,
-                                                            capsys):
+def test_results_named_by_settings_saved_strict_and_resumed(tmp_path, capsys):
   out = tmp_path / 'out'
   argv = TINY + ['--optimizers', 'pnm,sgdm', '--out', str(out)]
   assert generalization.main(argv) == 0
@@ -171,14 +216,19 @@ def test_results_named_by_settings_saved_strict_and_resumed(tmp_path,
   for name in ('pnm', 'sgdm'):
     per_seed = np.array(saved['curves'][name]['test_error'])
     assert per_seed.shape == (2, 2)
-    np.testing.assert_allclose(per_seed * 1000, np.round(per_seed * 1000),
-                               atol=1e-6)  # whole test signals
+    np.testing.assert_allclose(
+      per_seed * 1000, np.round(per_seed * 1000), atol=1e-6
+    )  # whole test signals
     assert summary[name]['test_error_mean'] == pytest.approx(
-        per_seed[:, -1].mean())
+      per_seed[:, -1].mean()
+    )
     assert summary[name]['test_error_std'] == pytest.approx(
-        per_seed[:, -1].std(ddof=1))
-    assert (f"{100 * per_seed[:, -1].mean():.2f} +- "
-            f"{100 * per_seed[:, -1].std(ddof=1):.2f}") in first
+      per_seed[:, -1].std(ddof=1)
+    )
+    assert (
+      f'{100 * per_seed[:, -1].mean():.2f} +- '
+      f'{100 * per_seed[:, -1].std(ddof=1):.2f}'
+    ) in first
   assert 'PNM - SGD-M' in first and 'paired t-test p' in first
 
   # the same command again: nothing trained, same results
@@ -191,8 +241,13 @@ def test_results_named_by_settings_saved_strict_and_resumed(tmp_path,
   assert not os.path.exists(png)  # --no-plot: no stale plot beside it
   del mtime
   # a different experiment gets its own file
-  assert generalization.main(TINY + ['--optimizers', 'pnm', '--b0', '0.5',
-                                     '--out', str(out), '--no-plot']) == 0
+  assert (
+    generalization.main(
+      TINY
+      + ['--optimizers', 'pnm', '--b0', '0.5', '--out', str(out), '--no-plot']
+    )
+    == 0
+  )
   assert len(results_files(out)) == 2
   # --overwrite starts afresh
   assert generalization.main(argv + ['--overwrite', '--no-plot']) == 0
@@ -202,8 +257,16 @@ def test_results_named_by_settings_saved_strict_and_resumed(tmp_path,
 def test_diverged_run_is_marked_and_json_stays_strict(tmp_path, capsys):
   out = tmp_path / 'out'
   status = generalization.main(
-      TINY + ['--optimizers', 'sgdm,adam', '--hparams',
-              '{"sgdm": {"lr": 1e12}}', '--out', str(out)])
+    TINY
+    + [
+      '--optimizers',
+      'sgdm,adam',
+      '--hparams',
+      '{"sgdm": {"lr": 1e12}}',
+      '--out',
+      str(out),
+    ]
+  )
   printed = capsys.readouterr().out
   assert status == 0
   (json_path,) = results_files(out)
@@ -211,13 +274,15 @@ def test_diverged_run_is_marked_and_json_stays_strict(tmp_path, capsys):
   sgdm = saved['summary']['sgdm']
   assert sgdm['diverged_seeds'] == [0, 1]
   assert sgdm['test_error_mean'] is None and sgdm['test_error_per_seed'] == [
-      None, None]
-  record = next(r for r in saved['configurations'].values()
-                if r['optimizer'] == 'sgdm')
+    None,
+    None,
+  ]
+  record = next(
+    r for r in saved['configurations'].values() if r['optimizer'] == 'sgdm'
+  )
   assert record['diverged_at_epoch'][0] is not None
   # stopped once every seed diverged; curves hold null after divergence
-  assert None in record['curves']['train_loss'][record['diverged_at_epoch'][
-      0]]
+  assert None in record['curves']['train_loss'][record['diverged_at_epoch'][0]]
   assert saved['summary']['adam']['diverged_seeds'] == []
   row = next(l for l in printed.splitlines() if l.startswith('| SGD-M'))
   assert '2/2 diverged' in row
@@ -225,22 +290,46 @@ def test_diverged_run_is_marked_and_json_stays_strict(tmp_path, capsys):
 
 
 def test_sigint_keeps_finished_configurations_and_the_same_command_resumes(
-    tmp_path, capsys):
+  tmp_path, capsys
+):
   out = tmp_path / 'out'
-  argv = ['--dataset', 'mnist1d', '--model', 'mlp', '--epochs', '80',
-          '--max-steps-per-epoch', '2', '--seeds', '2', '--optimizers',
-          'sgdm,adam,adamw', '--out', str(out), '--no-plot',
-          '--no-progress', '--checkpoint-every', '0']
+  argv = [
+    '--dataset',
+    'mnist1d',
+    '--model',
+    'mlp',
+    '--epochs',
+    '80',
+    '--max-steps-per-epoch',
+    '2',
+    '--seeds',
+    '2',
+    '--optimizers',
+    'sgdm,adam,adamw',
+    '--out',
+    str(out),
+    '--no-plot',
+    '--no-progress',
+    '--checkpoint-every',
+    '0',
+  ]
   proc = subprocess.Popen(
-      [sys.executable, '-m', 'benchmarks.generalization', *argv], cwd=REPO,
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    [sys.executable, '-m', 'benchmarks.generalization', *argv],
+    cwd=REPO,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   deadline = time.monotonic() + 180
   json_path = None
   while time.monotonic() < deadline and proc.poll() is None:
     files = results_files(out) if out.exists() else []
     # one configuration finished and the next one has saved an epoch
-    if files and os.path.exists(files[0][:-5] + '.checkpoint.npz') and (
-        strict_load(files[0])['configurations']):
+    if (
+      files
+      and os.path.exists(files[0][:-5] + '.checkpoint.npz')
+      and (strict_load(files[0])['configurations'])
+    ):
       json_path = files[0]
       break
     time.sleep(0.05)
@@ -284,18 +373,22 @@ def _toy_data(n_train=240, n_test=60, seed=0):
   """Ten Gaussian classes in 40 dimensions."""
   rng = np.random.default_rng(seed)
   centres = 2 * rng.normal(size=(10, 40))
+
   def split(n):
     y = rng.integers(0, 10, size=n)
-    return (centres[y] + rng.normal(size=(n, 40))).astype(
-        np.float32), y.astype(np.int64)
+    return (centres[y] + rng.normal(size=(n, 40))).astype(np.float32), y.astype(
+      np.int64
+    )
+
   return (*split(n_train), *split(n_test))
 
 
 def _plain_loop(dataset, name, hp, seed, epochs, batch):
   """One seed, one jitted step per batch, Python loops: the reference."""
   steps = dataset.x_train.shape[0] // batch
-  tx = opt_lib.make_optimizer(name, hp, opt_lib.lr_multiplier(
-      'step', epochs, steps))
+  tx = opt_lib.make_optimizer(
+    name, hp, opt_lib.lr_multiplier('step', epochs, steps)
+  )
   graphdef, params = nnx.split(TwoLayer(nnx.Rngs(seed)))
   opt_state = tx.init(params)
 
@@ -304,6 +397,7 @@ def _plain_loop(dataset, name, hp, seed, epochs, batch):
     def loss_fn(p):
       logits = nnx.merge(graphdef, p)(x)
       return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
@@ -312,14 +406,15 @@ def _plain_loop(dataset, name, hp, seed, epochs, batch):
   losses, errors = [], []
   for epoch in range(epochs):
     order_key, _ = jax.random.split(jax.random.fold_in(key, epoch))
-    order = np.asarray(jax.random.permutation(
-        order_key, dataset.x_train.shape[0]))
+    order = np.asarray(
+      jax.random.permutation(order_key, dataset.x_train.shape[0])
+    )
     total = 0.0
     for i in range(steps):
-      idx = order[i * batch:(i + 1) * batch]
-      params, opt_state, loss = step(params, opt_state,
-                                     dataset.x_train[idx],
-                                     dataset.y_train[idx])
+      idx = order[i * batch : (i + 1) * batch]
+      params, opt_state, loss = step(
+        params, opt_state, dataset.x_train[idx], dataset.y_train[idx]
+      )
       total += float(loss)
     losses.append(total / steps)
     logits = nnx.merge(graphdef, params)(dataset.x_test)
@@ -341,7 +436,8 @@ def test_seeds_in_parallel_equal_a_plain_loop_per_seed(name):
     got_err = np.asarray(history.metrics['test_error'])[:, i]
     np.testing.assert_allclose(got_err, errors, atol=1.5 / 60)
   assert history.learning_rate == pytest.approx(
-      [hp['lr'], hp['lr'], hp['lr'] * 0.1, hp['lr'] * 0.01], rel=1e-6)
+    [hp['lr'], hp['lr'], hp['lr'] * 0.1, hp['lr'] * 0.01], rel=1e-6
+  )
 
 
 def test_resumed_configuration_ends_with_the_same_numbers(tmp_path):
@@ -357,14 +453,18 @@ def test_resumed_configuration_ends_with_the_same_numbers(tmp_path):
 
   first = checkpoints.ConfigurationCheckpoint(path, 'cfg', every_s=1e9)
   with pytest.raises(KeyboardInterrupt):
-    trainer.train('adapnm', hp, [0, 1], on_epoch=interrupt_after_3,
-                  checkpointer=first)
+    trainer.train(
+      'adapnm', hp, [0, 1], on_epoch=interrupt_after_3, checkpointer=first
+    )
   assert first.saved_epochs() == 3  # saved on the way out
   assert checkpoints.ConfigurationCheckpoint(path, 'other').saved_epochs() == 0
   fresh = training.Trainer(dataset, TwoLayer, epochs=5, batch_size=48)
-  resumed = fresh.train('adapnm', hp, [0, 1],
-                        checkpointer=checkpoints.ConfigurationCheckpoint(
-                            path, 'cfg', every_s=0))
+  resumed = fresh.train(
+    'adapnm',
+    hp,
+    [0, 1],
+    checkpointer=checkpoints.ConfigurationCheckpoint(path, 'cfg', every_s=0),
+  )
   assert resumed.epochs_done == 5
   for key in training.METRICS:
     np.testing.assert_array_equal(resumed.metrics[key], full.metrics[key])
@@ -374,9 +474,16 @@ def test_resumed_configuration_ends_with_the_same_numbers(tmp_path):
 def test_api_trains_a_model_defined_in_the_test(tmp_path):
   arrays = _toy_data(seed=2)
   result = generalization.compare(
-      TwoLayer, arrays, optimizers=('pnm', 'sgdm'), seeds=3, epochs=3,
-      batch_size=40, out=str(tmp_path), progress=False,
-      hparams={'pnm': {'lr': 0.3}})
+    TwoLayer,
+    arrays,
+    optimizers=('pnm', 'sgdm'),
+    seeds=3,
+    epochs=3,
+    batch_size=40,
+    out=str(tmp_path),
+    progress=False,
+    hparams={'pnm': {'lr': 0.3}},
+  )
   assert result['model'] == 'TwoLayer' and result['data'] == 'arrays'
   assert result['hparams']['pnm']['lr'] == 0.3
   assert result['hparams']['sgdm']['lr'] == 0.1  # the default
@@ -387,8 +494,9 @@ def test_api_trains_a_model_defined_in_the_test(tmp_path):
     np.testing.assert_allclose(s['test_error_per_seed'], per_seed[:, -1])
     assert 0 <= s['test_error_mean'] < 0.5  # learnt (chance: 0.9)
   (pair,) = result['paired']
-  diffs = (np.array(result['summary']['pnm']['test_error_per_seed']) -
-           np.array(result['summary']['sgdm']['test_error_per_seed']))
+  diffs = np.array(result['summary']['pnm']['test_error_per_seed']) - np.array(
+    result['summary']['sgdm']['test_error_per_seed']
+  )
   assert pair['mean'] == pytest.approx(diffs.mean())
   assert pair['a_wins'] == int(np.sum(diffs < 0))
   assert os.path.basename(result['json_path']).startswith('arrays_TwoLayer_')
@@ -396,19 +504,37 @@ def test_api_trains_a_model_defined_in_the_test(tmp_path):
   assert saved['experiment']['data_fingerprint']
   # other arrays, other experiment
   other = generalization.compare(
-      TwoLayer, _toy_data(seed=3), optimizers=('sgdm',), seeds=1, epochs=1,
-      batch_size=40, out=str(tmp_path), progress=False, plot=False)
+    TwoLayer,
+    _toy_data(seed=3),
+    optimizers=('sgdm',),
+    seeds=1,
+    epochs=1,
+    batch_size=40,
+    out=str(tmp_path),
+    progress=False,
+    plot=False,
+  )
   assert other['json_path'] != result['json_path']
   with pytest.raises(ValueError, match='y_train must hold integer'):
-    generalization.compare(TwoLayer, (arrays[0], arrays[1].astype(float),
-                                      arrays[2], arrays[3]))
+    generalization.compare(
+      TwoLayer, (arrays[0], arrays[1].astype(float), arrays[2], arrays[3])
+    )
 
 
 def test_api_lr_grid_and_b0_sweeps_in_memory():
   result = generalization.compare(
-      'mlp', 'mnist1d', optimizers=('pnm',), seeds=2, epochs=2,
-      max_steps_per_epoch=2, lr_grid=2, grid_seeds=1, max_grid_extensions=1,
-      b0_sweep=(0.0, 2.0), progress=False)
+    'mlp',
+    'mnist1d',
+    optimizers=('pnm',),
+    seeds=2,
+    epochs=2,
+    max_steps_per_epoch=2,
+    lr_grid=2,
+    grid_seeds=1,
+    max_grid_extensions=1,
+    b0_sweep=(0.0, 2.0),
+    progress=False,
+  )
   assert result['json_path'] is None and result['png_path'] is None
   grid = result['grid']['pnm']
   assert 2 <= len(grid['grid']) <= 3
@@ -418,18 +544,23 @@ def test_api_lr_grid_and_b0_sweeps_in_memory():
   assert [e['b0'] for e in sweep] == [0.0, 2.0]
   for e in sweep:
     assert e['fixed']['lr'] == grid['picked']
-    n = lambda b0: math.sqrt((1 + b0) ** 2 + b0 ** 2)
+    n = lambda b0: math.sqrt((1 + b0) ** 2 + b0**2)
     assert e['matched']['lr'] == pytest.approx(
-        grid['picked'] * n(e['b0']) / n(1.0))
+      grid['picked'] * n(e['b0']) / n(1.0)
+    )
     assert e['matched']['hparams']['b0'] == e['b0']
   assert 'matched mean step' in result['tables']['b0']
 
 
 def test_decay_per_step_matches_lr_times_weight_decay():
-  s = api.settings_lib.Settings(decay_per_step=5e-4, hparams={
-      'pnm': {'lr': 0.5}, 'adamw': {'lr': 2e-3}}).resolved()
-  for name, lr in (('pnm', 0.5), ('adamw', 2e-3),
-                   ('adapnm', opt_lib.MNIST1D_HPARAMS['cnn']['adapnm']['lr'])):
+  s = api.settings_lib.Settings(
+    decay_per_step=5e-4, hparams={'pnm': {'lr': 0.5}, 'adamw': {'lr': 2e-3}}
+  ).resolved()
+  for name, lr in (
+    ('pnm', 0.5),
+    ('adamw', 2e-3),
+    ('adapnm', opt_lib.MNIST1D_HPARAMS['cnn']['adapnm']['lr']),
+  ):
     hp = s.hparams_for(name)
     assert hp['lr'] * hp['weight_decay'] == pytest.approx(5e-4)
     assert hp['lr'] == lr
@@ -463,8 +594,12 @@ def _reference(name, hp, steps=4):
   lr, wd = hp['lr'], hp['weight_decay']
   if name in ('pnm', 'adapnm'):
     keys = sorted(params)
-    ref = ReferencePNM([params[k] for k in keys], adaptive=name == 'adapnm',
-                       b0=hp['b0'], weight_decay=wd)
+    ref = ReferencePNM(
+      [params[k] for k in keys],
+      adaptive=name == 'adapnm',
+      b0=hp['b0'],
+      weight_decay=wd,
+    )
     for t in range(steps):
       out = ref.step([_tree(100 + t)[k] for k in keys], lr)
     return dict(zip(keys, out))
@@ -485,15 +620,16 @@ def _reference(name, hp, steps=4):
         p = p * (1 - lr * wd)
       m[k] = 0.9 * m[k] + 0.1 * g
       v[k] = 0.999 * v[k] + 0.001 * g * g
-      m_hat, v_hat = m[k] / (1 - 0.9 ** t), v[k] / (1 - 0.999 ** t)
+      m_hat, v_hat = m[k] / (1 - 0.9**t), v[k] / (1 - 0.999**t)
       params[k] = p - lr * m_hat / (np.sqrt(v_hat) + 1e-8)
   return params
 
 
 @pytest.mark.parametrize('name', opt_lib.OPTIMIZERS)
 def test_optimizers_match_pytorch_style_references(name):
-  hp = dict(opt_lib.default_hparams('cifar10', 'resnet18', name),
-            weight_decay=0.05)
+  hp = dict(
+    opt_lib.default_hparams('cifar10', 'resnet18', name), weight_decay=0.05
+  )
   if 'b0' in hp:
     hp['b0'] = 0.7
   got, want = _run(name, hp), _reference(name, hp)
@@ -505,8 +641,14 @@ def test_step_schedule_is_the_papers_at_200_epochs():
   """Paper: lr * 0.1 ** (epoch // 80) over 200 epochs."""
   spe = 7
   mult = opt_lib.lr_multiplier('step', 200, spe)
-  for step in (0, 80 * spe - 1, 80 * spe, 160 * spe - 1, 160 * spe,
-               200 * spe - 1):
+  for step in (
+    0,
+    80 * spe - 1,
+    80 * spe,
+    160 * spe - 1,
+    160 * spe,
+    200 * spe - 1,
+  ):
     assert float(mult(step)) == pytest.approx(0.1 ** ((step // spe) // 80))
   assert opt_lib.lr_drop_epochs(200) == [80, 160]
   assert opt_lib.lr_drop_epochs(1) == []
@@ -526,8 +668,9 @@ def _write_fake_cifar(root, n_per_batch=4, n_test=3, seed=0):
     rows = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
     labels = rng.integers(0, 10, size=n).tolist()
     with open(folder / name, 'wb') as f:
-      pickle.dump({b'data': rows, b'labels': labels,
-                   b'batch_label': name.encode()}, f)
+      pickle.dump(
+        {b'data': rows, b'labels': labels, b'batch_label': name.encode()}, f
+      )
     written[name] = (rows, labels)
   return written
 
@@ -537,7 +680,7 @@ def _rows_to_nhwc(rows):
   out = np.empty((rows.shape[0], 32, 32, 3), np.uint8)
   for n in range(rows.shape[0]):
     for c in range(3):
-      out[n, :, :, c] = rows[n, c * 1024:(c + 1) * 1024].reshape(32, 32)
+      out[n, :, :, c] = rows[n, c * 1024 : (c + 1) * 1024].reshape(32, 32)
   return out
 
 
@@ -546,14 +689,14 @@ def test_cifar10_pickle_loader_parses_the_official_layout(tmp_path):
   for data_dir in (tmp_path, tmp_path / data_lib.CIFAR10_DIR):
     ds = data_lib.load_dataset('cifar10', str(data_dir))
     train_names = data_lib.CIFAR10_FILES[:-1]
-    want_x = np.concatenate([_rows_to_nhwc(written[n][0])
-                             for n in train_names])
+    want_x = np.concatenate([_rows_to_nhwc(written[n][0]) for n in train_names])
     want_y = np.concatenate([written[n][1] for n in train_names])
     assert ds.x_train.shape == (20, 32, 32, 3) and ds.x_train.dtype == np.uint8
     np.testing.assert_array_equal(ds.x_train, want_x)
     np.testing.assert_array_equal(ds.y_train, want_y)
-    np.testing.assert_array_equal(ds.x_test,
-                                  _rows_to_nhwc(written['test_batch'][0]))
+    np.testing.assert_array_equal(
+      ds.x_test, _rows_to_nhwc(written['test_batch'][0])
+    )
     np.testing.assert_array_equal(ds.y_test, written['test_batch'][1])
     assert ds.augment and ds.input_shape == (32, 32, 3)
 
@@ -561,8 +704,9 @@ def test_cifar10_pickle_loader_parses_the_official_layout(tmp_path):
 def test_incomplete_cifar10_folder_names_what_is_missing(tmp_path):
   _write_fake_cifar(tmp_path)
   os.remove(tmp_path / data_lib.CIFAR10_DIR / 'test_batch')
-  with pytest.raises(data_lib.DatasetUnavailableError,
-                     match='missing test_batch'):
+  with pytest.raises(
+    data_lib.DatasetUnavailableError, match='missing test_batch'
+  ):
     data_lib.load_dataset('cifar10', str(tmp_path))
 
 
@@ -580,17 +724,25 @@ def test_cifar10_normalisation_matches_float64(tmp_path):
 def test_random_crop_flip_is_a_padded_crop_or_its_mirror():
   rng = np.random.default_rng(1)
   images = rng.integers(1, 256, size=(48, 32, 32, 3), dtype=np.uint8)
-  out = np.asarray(data_lib.random_crop_flip(jax.random.key(3),
-                                             jnp.asarray(images)))
+  out = np.asarray(
+    data_lib.random_crop_flip(jax.random.key(3), jnp.asarray(images))
+  )
   assert out.shape == images.shape and out.dtype == np.uint8
   padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
   seen = set()
   for n in range(len(images)):
-    matches = [(dy, dx, flip)
-               for dy in range(9) for dx in range(9) for flip in (0, 1)
-               if np.array_equal(
-                   out[n], (lambda c: c[:, ::-1] if flip else c)(
-                       padded[n, dy:dy + 32, dx:dx + 32]))]
+    matches = [
+      (dy, dx, flip)
+      for dy in range(9)
+      for dx in range(9)
+      for flip in (0, 1)
+      if np.array_equal(
+        out[n],
+        (lambda c: c[:, ::-1] if flip else c)(
+          padded[n, dy : dy + 32, dx : dx + 32]
+        ),
+      )
+    ]
     assert len(matches) == 1, n
     seen.add(matches[0])
   assert {m[2] for m in seen} == {0, 1}  # both flipped and unflipped
@@ -599,14 +751,17 @@ def test_random_crop_flip_is_a_padded_crop_or_its_mirror():
 
 def _fake_split(n, seed):
   rng = np.random.default_rng(seed)
-  return (rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8),
-          rng.integers(0, 10, size=n))
+  return (
+    rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8),
+    rng.integers(0, 10, size=n),
+  )
 
 
 def test_cifar10_tfds_branch_never_asks_to_download(tmp_path, monkeypatch):
   """A stand-in ``tensorflow_datasets`` records the call: the loader passes
   download=False and converts the arrays; an unprepared copy is 'absent'."""
-  import types  # pylint: disable=g-import-not-at-top
+  import types
+
   splits = {'train': _fake_split(6, 0), 'test': _fake_split(4, 1)}
   calls = []
 
@@ -632,7 +787,8 @@ def test_cifar10_tfds_branch_never_asks_to_download(tmp_path, monkeypatch):
 def test_cifar10_hugging_face_save_to_disk_branch(tmp_path, monkeypatch):
   """A stand-in ``datasets`` module: load_from_disk is used only when the
   directory holds a ``save_to_disk`` copy (dataset_dict.json)."""
-  import types  # pylint: disable=g-import-not-at-top
+  import types
+
   splits = {'train': _fake_split(5, 2), 'test': _fake_split(3, 3)}
 
   class Split:
@@ -654,8 +810,11 @@ def test_cifar10_hugging_face_save_to_disk_branch(tmp_path, monkeypatch):
     loaded.append(path)
     return DatasetDict({k: Split(*v) for k, v in splits.items()})
 
-  monkeypatch.setitem(sys.modules, 'datasets',
-                      types.SimpleNamespace(load_from_disk=load_from_disk))
+  monkeypatch.setitem(
+    sys.modules,
+    'datasets',
+    types.SimpleNamespace(load_from_disk=load_from_disk),
+  )
   monkeypatch.setitem(sys.modules, 'tensorflow_datasets', None)  # absent
   with pytest.raises(data_lib.DatasetUnavailableError):
     data_lib.load_dataset('cifar10', str(tmp_path))
@@ -672,10 +831,28 @@ def test_cifar10_hugging_face_save_to_disk_branch(tmp_path, monkeypatch):
 def test_cifar10_path_runs_on_a_local_copy(tmp_path, capsys):
   """uint8 images, normalisation and augmentation through the command."""
   _write_fake_cifar(tmp_path, n_per_batch=8, n_test=5)
-  status = cli.main([
-      '--dataset', 'cifar10', '--data-dir', str(tmp_path), '--model', 'mlp',
-      '--epochs', '2', '--seeds', '1', '--optimizers', 'pnm', '--batch-size',
-      '8', '--no-plot', '--no-progress', '--out', str(tmp_path / 'out')])
+  status = cli.main(
+    [
+      '--dataset',
+      'cifar10',
+      '--data-dir',
+      str(tmp_path),
+      '--model',
+      'mlp',
+      '--epochs',
+      '2',
+      '--seeds',
+      '1',
+      '--optimizers',
+      'pnm',
+      '--batch-size',
+      '8',
+      '--no-plot',
+      '--no-progress',
+      '--out',
+      str(tmp_path / 'out'),
+    ]
+  )
   assert status == 0, capsys.readouterr().err
   (path,) = results_files(tmp_path / 'out')
   saved = strict_load(path)
@@ -703,11 +880,16 @@ def test_validation_holdout_comes_from_the_training_set_only():
   ds = data_lib.holdout_validation(full, 0.2)
   assert ds.x_train.shape[0] + ds.x_test.shape[0] == full.x_train.shape[0]
   assert ds.x_test.shape[0] == math.ceil(0.2 * full.x_train.shape[0])
-  pool = sorted(x.tobytes() + y.tobytes()
-                for x, y in zip(full.x_train, full.y_train))
-  split = sorted(x.tobytes() + y.tobytes() for x, y in
-                 zip(np.concatenate([ds.x_train, ds.x_test]),
-                     np.concatenate([ds.y_train, ds.y_test])))
+  pool = sorted(
+    x.tobytes() + y.tobytes() for x, y in zip(full.x_train, full.y_train)
+  )
+  split = sorted(
+    x.tobytes() + y.tobytes()
+    for x, y in zip(
+      np.concatenate([ds.x_train, ds.x_test]),
+      np.concatenate([ds.y_train, ds.y_test]),
+    )
+  )
   assert pool == split  # a partition of the training set, test untouched
   assert ds.name == 'digits-validation'
 
@@ -716,15 +898,18 @@ def test_validation_holdout_comes_from_the_training_set_only():
 def test_image_models_train_mode_updates_only_batch_stats(name):
   model = models_lib.make_model(name, (8, 8, 1), 10, nnx.Rngs(0))
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  x = jnp.asarray(np.random.default_rng(0).normal(size=(16, 8, 8, 1)),
-                  jnp.float32)
+  x = jnp.asarray(
+    np.random.default_rng(0).normal(size=(16, 8, 8, 1)), jnp.float32
+  )
   merged = models_lib.merge(graphdef, params, rest)
   assert merged(x, train=True).shape == (16, 10)
   _, params2, rest2 = nnx.split(merged, nnx.Param, ...)
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params2)):
     np.testing.assert_array_equal(a, b)
-  changed = [not np.array_equal(a, b) for a, b in
-             zip(jax.tree.leaves(rest), jax.tree.leaves(rest2))]
+  changed = [
+    not np.array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(rest), jax.tree.leaves(rest2))
+  ]
   assert all(changed) if name == 'cnn' else not changed
 
 
@@ -732,15 +917,19 @@ def test_docs_api_example_runs_as_written(tmp_path):
   """The Python example of docs/generalization.md, on arrays made here."""
   with open(os.path.join(REPO, 'docs', 'generalization.md')) as f:
     text = f.read()
-  section = text[text.index('## From Python'):]
-  code = section[section.index('```python\n') + 10:]
-  code = code[:code.index('```')]
+  section = text[text.index('## From Python') :]
+  code = section[section.index('```python\n') + 10 :]
+  code = code[: code.index('```')]
   assert "out='results/mine'" in code
   code = code.replace("out='results/mine'", f'out={str(tmp_path)!r}')
   x_train, y_train, x_test, y_test = _toy_data(seed=4)
-  scope = {'x_train': x_train, 'y_train': y_train, 'x_test': x_test,
-           'y_test': y_test}
-  exec(compile(code, 'docs/generalization.md', 'exec'), scope)  # pylint: disable=exec-used
+  scope = {
+    'x_train': x_train,
+    'y_train': y_train,
+    'x_test': x_test,
+    'y_test': y_test,
+  }
+  exec(compile(code, 'docs/generalization.md', 'exec'), scope)
   results = scope['results']
   assert set(results['summary']) == {'pnm', 'sgdm'}
   assert results['paired'][0]['n'] == 5

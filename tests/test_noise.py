@@ -25,17 +25,20 @@ def test_pn_direction_statistics(b0):
   opt = pnm_optax.scale_by_pnm(b1=b1, b0=b0)
 
   def body(state, key):
-    updates, state = opt.update(mu + sigma * jax.random.normal(key, (dim,)),
-                                state)
+    updates, state = opt.update(
+      mu + sigma * jax.random.normal(key, (dim,)), state
+    )
     return state, updates
 
   keys = jax.random.split(jax.random.key(0), steps)
   _, directions = jax.jit(
-      lambda: jax.lax.scan(body, opt.init(jnp.zeros(dim)), keys))()
+    lambda: jax.lax.scan(body, opt.init(jnp.zeros(dim)), keys)
+  )()
   directions = np.asarray(directions[burn_in:], np.float64)
-  beta, n = b1 ** 2, np.hypot(1 + b0, b0)
-  var_m = sigma ** 2 * (1 - beta) / (1 + beta)
+  beta, n = b1**2, np.hypot(1 + b0, b0)
+  var_m = sigma**2 * (1 - beta) / (1 + beta)
   assert directions.mean() == pytest.approx(mu / n, rel=5e-3)
   assert directions.var() == pytest.approx(var_m, rel=2e-2)
   assert directions.std() / directions.mean() == pytest.approx(
-      np.sqrt(var_m) * n / mu, rel=2e-2)
+    np.sqrt(var_m) * n / mu, rel=2e-2
+  )

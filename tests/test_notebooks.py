@@ -20,11 +20,11 @@ import pathlib
 import shutil
 import sys
 
-from ipykernel import kernelspec
 import nbclient
 import nbformat
 import numpy as np
 import pytest
+from ipykernel import kernelspec
 
 from tests.helpers import REPO
 
@@ -35,7 +35,7 @@ CELL_TIMEOUT_S = 300  # generous guard against hangs; CI runs take far less
 SUMMARY_PREFIX = 'PNM_NOTEBOOK_SUMMARY '
 
 # Prepended to each notebook under test: loopback only, same interpreter.
-GUARD_CELL = f'''
+GUARD_CELL = f"""
 import socket, sys
 
 assert sys.executable == {sys.executable!r}, sys.executable
@@ -50,11 +50,12 @@ def _loopback_only(connect):
 
 socket.socket.connect = _loopback_only(socket.socket.connect)
 socket.socket.connect_ex = _loopback_only(socket.socket.connect_ex)
-'''
+"""
 
 # The CIFAR notebook's comparison chart calls plt.show() after the benchmark's
 # plotting code has switched matplotlib to the Agg backend, so it never
 # renders; this check passes once the plotting code stops doing that.
+
 
 @pytest.fixture(scope='module')
 def kernel_env(tmp_path_factory):
@@ -67,18 +68,18 @@ def kernel_env(tmp_path_factory):
     env.setenv('JUPYTER_RUNTIME_DIR', str(tmp / 'runtime'))
     env.setenv('IPYTHONDIR', str(tmp / 'ipython'))
     for name, value in {
-        'PNM_FAST': '1',
-        # Headless, yet every figure is rendered (to PNG outputs), so
-        # plotting errors surface; plain Agg would make plt.show() a no-op.
-        'MPLBACKEND': 'module://matplotlib_inline.backend_inline',
-        'JAX_PLATFORMS': 'cpu',
-        'HTTP_PROXY': 'http://127.0.0.1:9',
-        'HTTPS_PROXY': 'http://127.0.0.1:9',
-        'http_proxy': 'http://127.0.0.1:9',
-        'https_proxy': 'http://127.0.0.1:9',
-        'PIP_NO_INDEX': '1',
-        'HF_DATASETS_OFFLINE': '1',
-        'TFDS_OFFLINE': '1',
+      'PNM_FAST': '1',
+      # Headless, yet every figure is rendered (to PNG outputs), so
+      # plotting errors surface; plain Agg would make plt.show() a no-op.
+      'MPLBACKEND': 'module://matplotlib_inline.backend_inline',
+      'JAX_PLATFORMS': 'cpu',
+      'HTTP_PROXY': 'http://127.0.0.1:9',
+      'HTTPS_PROXY': 'http://127.0.0.1:9',
+      'http_proxy': 'http://127.0.0.1:9',
+      'https_proxy': 'http://127.0.0.1:9',
+      'PIP_NO_INDEX': '1',
+      'HF_DATASETS_OFFLINE': '1',
+      'TFDS_OFFLINE': '1',
     }.items():
       env.setenv(name, value)
     for name in ('no_proxy', 'NO_PROXY', 'PYTHONPATH'):
@@ -91,8 +92,11 @@ def execute(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
   nb = nbformat.from_dict(nb)
   nb.cells.insert(0, nbformat.v4.new_code_cell(GUARD_CELL.strip()))
   client = nbclient.NotebookClient(
-      nb, kernel_name=KERNEL, timeout=CELL_TIMEOUT_S,
-      resources={'metadata': {'path': str(NOTEBOOK_DIR)}})
+    nb,
+    kernel_name=KERNEL,
+    timeout=CELL_TIMEOUT_S,
+    resources={'metadata': {'path': str(NOTEBOOK_DIR)}},
+  )
   client.execute()
   return nb
 
@@ -119,11 +123,12 @@ def summary_of(nb: nbformat.NotebookNode) -> dict:
   """The JSON a notebook prints from its cell tagged ``summary``."""
   cells = [c for c in nb.cells if 'summary' in c.metadata.get('tags', ())]
   assert len(cells) == 1, 'each notebook needs exactly one summary cell'
-  text = ''.join(o.get('text', '') for o in cells[0].outputs
-                 if o.output_type == 'stream')
+  text = ''.join(
+    o.get('text', '') for o in cells[0].outputs if o.output_type == 'stream'
+  )
   lines = [l for l in text.splitlines() if l.startswith(SUMMARY_PREFIX)]
   assert lines, f'no {SUMMARY_PREFIX!r} line in:\n{text}'
-  return json.loads(lines[-1][len(SUMMARY_PREFIX):])
+  return json.loads(lines[-1][len(SUMMARY_PREFIX) :])
 
 
 def figure_calls(source: str) -> int:
@@ -138,8 +143,12 @@ def figure_calls(source: str) -> int:
       func = node.func
       if isinstance(func, ast.Name) and func.id == 'display':
         calls += 1
-      elif (isinstance(func, ast.Attribute) and func.attr == 'show'
-            and isinstance(func.value, ast.Name) and func.value.id == 'plt'):
+      elif (
+        isinstance(func, ast.Attribute)
+        and func.attr == 'show'
+        and isinstance(func.value, ast.Name)
+        and func.value.id == 'plt'
+      ):
         calls += 1
   return calls
 
@@ -153,15 +162,23 @@ def unrendered_figures(nb: nbformat.NotebookNode) -> list[str]:
     images = sum('image/png' in o.get('data', {}) for o in cell.outputs)
     expected = figure_calls(cell.source)
     # A figure as the last expression shows up as text when it is not drawn.
-    figure_texts = [o for o in cell.outputs if o.get('data', {}).get(
-        'text/plain', '').startswith('<Figure size')]
-    stderr = ''.join(o.get('text', '') for o in cell.outputs
-                     if o.get('name') == 'stderr')
-    if (images < expected or (figure_texts and not images)
-        or 'cannot be shown' in stderr):
+    figure_texts = [
+      o
+      for o in cell.outputs
+      if o.get('data', {}).get('text/plain', '').startswith('<Figure size')
+    ]
+    stderr = ''.join(
+      o.get('text', '') for o in cell.outputs if o.get('name') == 'stderr'
+    )
+    if (
+      images < expected
+      or (figure_texts and not images)
+      or 'cannot be shown' in stderr
+    ):
       problems.append(
-          f'cell {cell.get("id", index)}: {images} image(s) for {expected} '
-          f'plt.show()/display() call(s):\n{cell.source[:300]}')
+        f'cell {cell.get("id", index)}: {images} image(s) for {expected} '
+        f'plt.show()/display() call(s):\n{cell.source[:300]}'
+      )
   return problems
 
 
@@ -174,13 +191,13 @@ def check_quickstart(summary: dict) -> None:
     assert accuracy > 0.5, (name, accuracy)  # chance is 0.1
   # The measured noise of scale_by_pnm against the closed form, in float64.
   b0 = np.asarray(summary['b0'], np.float64)
-  norm = np.sqrt((1 + b0) ** 2 + b0 ** 2)
+  norm = np.sqrt((1 + b0) ** 2 + b0**2)
   b1 = 0.9
   np.testing.assert_allclose(summary['noise_growth'], norm, rtol=0.05)
   np.testing.assert_allclose(summary['update_mean'], 1.0 / norm, rtol=0.03)
-  np.testing.assert_allclose(summary['update_std'],
-                             np.sqrt((1 - b1 ** 2) / (1 + b1 ** 2)),
-                             rtol=0.03)
+  np.testing.assert_allclose(
+    summary['update_std'], np.sqrt((1 - b1**2) / (1 + b1**2)), rtol=0.03
+  )
   assert len(summary['b0_test_accuracy']) == 3
 
 
@@ -188,7 +205,10 @@ def check_cifar10(summary: dict) -> None:
   # FAST mode switched to the offline digits data and a tiny budget.
   assert summary['fast'] is True
   assert (summary['dataset'], summary['epochs'], summary['seeds']) == (
-      'digits', 2, [0])
+    'digits',
+    2,
+    [0],
+  )
   names = ['pnm', 'adapnm', 'sgdm', 'adam', 'adamw']
   assert sorted(summary['test_error_mean']) == sorted(names)
   for name in names:
@@ -204,7 +224,8 @@ def check_cifar10(summary: dict) -> None:
     for name in names:
       per_seed = [c[-1] for c in written['curves'][name]['test_error']]
       assert summary['test_error_mean'][name] == pytest.approx(
-          np.mean(per_seed)), name
+        np.mean(per_seed)
+      ), name
       assert 0.0 <= np.mean(per_seed) <= 1.0
     assert png_path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
   finally:
@@ -212,8 +233,8 @@ def check_cifar10(summary: dict) -> None:
 
 
 CHECKS = {
-    'quickstart.ipynb': check_quickstart,
-    'cifar10_pnm_vs_sgd.ipynb': check_cifar10,
+  'quickstart.ipynb': check_quickstart,
+  'cifar10_pnm_vs_sgd.ipynb': check_cifar10,
 }
 
 
@@ -243,34 +264,51 @@ def test_figure_check_counts_calls_and_images():
   source = 'plt.show()\nif ok:\n    display(img)\nfig.show()'
   assert figure_calls(source) == 2
   cell = nbformat.v4.new_code_cell(source)
-  cell.outputs = [nbformat.v4.new_output(
-      'display_data', data={'image/png': 'iVBOR', 'text/plain': 'img'})]
+  cell.outputs = [
+    nbformat.v4.new_output(
+      'display_data', data={'image/png': 'iVBOR', 'text/plain': 'img'}
+    )
+  ]
   nb = nbformat.v4.new_notebook(cells=[cell])
   assert len(unrendered_figures(nb)) == 1
   cell.outputs.append(cell.outputs[0])
   assert unrendered_figures(nb) == []
-  cell.outputs.append(nbformat.v4.new_output(
-      'stream', name='stderr', text='FigureCanvasAgg is non-interactive, and '
-      'thus cannot be shown'))
+  cell.outputs.append(
+    nbformat.v4.new_output(
+      'stream',
+      name='stderr',
+      text='FigureCanvasAgg is non-interactive, and thus cannot be shown',
+    )
+  )
   assert len(unrendered_figures(nb)) == 1
 
 
 def test_guard_blocks_network(kernel_env):
   """The no-network guard itself must fail a notebook that downloads."""
-  nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-      'import socket\n'
-      'socket.create_connection(("192.0.2.1", 443), timeout=2)')])
+  nb = nbformat.v4.new_notebook(
+    cells=[
+      nbformat.v4.new_code_cell(
+        'import socket\nsocket.create_connection(("192.0.2.1", 443), timeout=2)'
+      )
+    ]
+  )
   nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'Python 3'}
-  with pytest.raises(nbclient.exceptions.CellExecutionError,
-                     match='network access is disabled'):
+  with pytest.raises(
+    nbclient.exceptions.CellExecutionError, match='network access is disabled'
+  ):
     execute(nb)
 
 
 @pytest.mark.parametrize('name', NOTEBOOKS)
 def test_notebook_runs_fast_on_cpu(name, executed):
   nb = executed(name)
-  errors = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs
-            if o.output_type == 'error']
+  errors = [
+    o
+    for c in nb.cells
+    if c.cell_type == 'code'
+    for o in c.outputs
+    if o.output_type == 'error'
+  ]
   assert not errors, errors
   CHECKS[name](summary_of(nb))
 
@@ -278,7 +316,11 @@ def test_notebook_runs_fast_on_cpu(name, executed):
 @pytest.mark.parametrize('name', NOTEBOOKS)
 def test_every_figure_renders(name, executed):
   nb = executed(name)
-  assert any('image/png' in o.get('data', {}) for c in nb.cells
-             if c.cell_type == 'code' for o in c.outputs), 'no figure at all'
+  assert any(
+    'image/png' in o.get('data', {})
+    for c in nb.cells
+    if c.cell_type == 'code'
+    for o in c.outputs
+  ), 'no figure at all'
   problems = unrendered_figures(nb)
   assert not problems, '\n\n'.join(problems)

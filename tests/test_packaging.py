@@ -8,7 +8,6 @@ declares what the code run with it imports.
 """
 
 import ast
-from email.parser import Parser
 import importlib.metadata
 import pathlib
 import re
@@ -17,6 +16,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from email.parser import Parser
 
 import nbformat
 import pytest
@@ -31,15 +31,17 @@ KERNEL_IMPORTS = {'IPython', 'google'}
 # Whatever else lies in a checkout (virtual environments, caches, outputs) is
 # not copied: the build sees what a fresh clone has.
 SKIPPED_IN_COPY = shutil.ignore_patterns(
-    '.*', '__pycache__', '*.egg-info', 'build', 'dist', 'results', 'data')
+  '.*', '__pycache__', '*.egg-info', 'build', 'dist', 'results', 'data'
+)
 
 
 def _source_version() -> str:
   """``pnm_optax.__version__`` read from the source, without importing it."""
   tree = ast.parse((REPO / 'pnm_optax' / '__init__.py').read_text())
   for node in tree.body:
-    if (isinstance(node, ast.Assign)
-        and [t.id for t in node.targets] == ['__version__']):
+    if isinstance(node, ast.Assign) and [t.id for t in node.targets] == [
+      '__version__'
+    ]:
       return ast.literal_eval(node.value)
   raise AssertionError('no __version__ in pnm_optax/__init__.py')
 
@@ -47,8 +49,10 @@ def _source_version() -> str:
 def _copy_ignoring_venvs(src, dst):
   def ignore(folder, names):
     skipped = set(SKIPPED_IN_COPY(folder, names))
-    return skipped | {n for n in names
-                      if (pathlib.Path(folder) / n / 'pyvenv.cfg').exists()}
+    return skipped | {
+      n for n in names if (pathlib.Path(folder) / n / 'pyvenv.cfg').exists()
+    }
+
   shutil.copytree(src, dst, ignore=ignore)
 
 
@@ -58,19 +62,31 @@ def dists(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('packaging')
   _copy_ignoring_venvs(REPO, tmp / 'src')
   proc = subprocess.run(
-      [sys.executable, '-m', 'build', '--no-isolation', '--outdir',
-       str(tmp / 'dist'), str(tmp / 'src')],
-      capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      '-m',
+      'build',
+      '--no-isolation',
+      '--outdir',
+      str(tmp / 'dist'),
+      str(tmp / 'src'),
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   log = proc.stdout + proc.stderr
   assert proc.returncode == 0, log[-5000:]
-  (sdist,), (wheel,) = (sorted((tmp / 'dist').glob(p))
-                        for p in ('*.tar.gz', '*.whl'))
+  (sdist,), (wheel,) = (
+    sorted((tmp / 'dist').glob(p)) for p in ('*.tar.gz', '*.whl')
+  )
   return {'sdist': sdist, 'wheel': wheel, 'log': log}
 
 
 def _library_files() -> set[str]:
-  return {f'pnm_optax/{p.name}'
-          for p in (REPO / 'pnm_optax').glob('*.py')} | {'pnm_optax/py.typed'}
+  return {f'pnm_optax/{p.name}' for p in (REPO / 'pnm_optax').glob('*.py')} | {
+    'pnm_optax/py.typed'
+  }
 
 
 def test_build_has_no_deprecation_warnings(dists):
@@ -86,8 +102,15 @@ def test_wheel_holds_the_library_only(dists):
     top_level = wheel.read(dist_info + 'top_level.txt').decode().split()
   assert {n for n in names if not n.startswith(dist_info)} == _library_files()
   assert {n for n in names if n.startswith(dist_info)} == {
-      dist_info + f for f in ('METADATA', 'WHEEL', 'RECORD', 'top_level.txt',
-                              'licenses/LICENSE')}
+    dist_info + f
+    for f in (
+      'METADATA',
+      'WHEEL',
+      'RECORD',
+      'top_level.txt',
+      'licenses/LICENSE',
+    )
+  }
   assert top_level == ['pnm_optax']
 
 
@@ -98,11 +121,16 @@ def test_sdist_holds_the_library_and_its_metadata(dists):
   version = _source_version()
   root = f'pnm_optax-{version}/'
   with tarfile.open(dists['sdist']) as sdist:
-    names = {m.name[len(root):] for m in sdist.getmembers() if m.isfile()}
+    names = {m.name[len(root) :] for m in sdist.getmembers() if m.isfile()}
   egg_info = {n for n in names if n.startswith('pnm_optax.egg-info/')}
   assert names - egg_info == _library_files() | {
-      'pyproject.toml', 'README.md', 'LICENSE', 'MANIFEST.in', 'PKG-INFO',
-      'setup.cfg'}
+    'pyproject.toml',
+    'README.md',
+    'LICENSE',
+    'MANIFEST.in',
+    'PKG-INFO',
+    'setup.cfg',
+  }
   assert 'pnm_optax.egg-info/SOURCES.txt' in egg_info
 
 
@@ -121,8 +149,9 @@ def test_wheel_metadata(dists):
   assert meta.get_all('License-File') == ['LICENSE']
   assert not [c for c in meta.get_all('Classifier') if c.startswith('License')]
   assert meta.get_all('Project-URL') == [
-      f'Repository, {project.repository_url()}',
-      f'Issues, {project.repository_url()}/issues']
+    f'Repository, {project.repository_url()}',
+    f'Issues, {project.repository_url()}/issues',
+  ]
   assert 'optax' in meta['Keywords'].split(',')
   runtime = [r for r in meta.get_all('Requires-Dist') if 'extra ==' not in r]
   assert {project.requirement_name(r) for r in runtime} == RUNTIME
@@ -131,9 +160,14 @@ def test_wheel_metadata(dists):
 def test_python_classifiers_agree_with_requires_python(dists):
   meta = _metadata(dists)
   floor = re.fullmatch(r'>=3\.(\d+)', meta['Requires-Python'])
-  minors = sorted(int(m) for m in re.findall(
+  minors = sorted(
+    int(m)
+    for m in re.findall(
       r'Programming Language :: Python :: 3\.(\d+)$',
-      '\n'.join(meta.get_all('Classifier')), re.M))
+      '\n'.join(meta.get_all('Classifier')),
+      re.M,
+    )
+  )
   assert floor and minors, (meta['Requires-Python'], minors)
   assert minors[0] == int(floor.group(1))
   assert minors == list(range(minors[0], minors[-1] + 1))  # no gaps
@@ -146,8 +180,10 @@ def test_one_version():
   assert 'version' not in config['project']
   assert config['project']['dynamic'] == ['version']
   assert config['tool']['setuptools']['dynamic']['version'] == {
-      'attr': 'pnm_optax.__version__'}
-  import pnm_optax  # pylint: disable=import-outside-toplevel
+    'attr': 'pnm_optax.__version__'
+  }
+  import pnm_optax
+
   assert pnm_optax.__version__ == _source_version()
   assert importlib.metadata.version('pnm-optax') == pnm_optax.__version__
 
@@ -167,8 +203,9 @@ def test_runtime_dependencies_are_the_core_only():
 def _uncovered(modules, extra):
   """The modules that no distribution named by ``extra`` provides."""
   declared = project.extra_distributions(extra)
-  return sorted(m for m in modules
-                if not project.distributions_of(m) & declared)
+  return sorted(
+    m for m in modules if not project.distributions_of(m) & declared
+  )
 
 
 def test_benchmarks_extra_covers_what_benchmarks_import():
@@ -187,12 +224,17 @@ def test_notebooks_extra_covers_what_notebooks_import():
   assert 'flax' in imported
   assert not _uncovered(imported - KERNEL_IMPORTS, 'notebooks')
   assert {'nbclient', 'nbformat', 'ipykernel'} <= project.extra_distributions(
-      'notebooks')
+    'notebooks'
+  )
 
 
 def test_test_extra_covers_what_tests_import():
-  imported = set().union(*(project.third_party_imports(p.read_text())
-                           for p in sorted((REPO / 'tests').rglob('*.py'))))
+  imported = set().union(
+    *(
+      project.third_party_imports(p.read_text())
+      for p in sorted((REPO / 'tests').rglob('*.py'))
+    )
+  )
   assert {'chex', 'pytest', 'flax'} <= imported
   assert not _uncovered(imported - project.OPTIONAL_IMPORTS, 'test')
 

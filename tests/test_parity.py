@@ -18,8 +18,10 @@ RTOL = 1e-5
 
 def _grads(rng, dtype=np.float32):
   if np.dtype(dtype).kind == 'c':
-    return [(rng.normal(size=s) + 1j * rng.normal(size=s)).astype(dtype)
-            for s in SHAPES]
+    return [
+      (rng.normal(size=s) + 1j * rng.normal(size=s)).astype(dtype)
+      for s in SHAPES
+    ]
   return [rng.normal(size=s).astype(dtype) for s in SHAPES]
 
 
@@ -63,10 +65,16 @@ def _find(state, cls):
 @pytest.mark.parametrize('mode', ['decoupled', 'l2'])
 def test_pnm_matches_reference(b0, mode):
   lr, wd = 0.05, 0.1
-  ref = ReferencePNM(_init_params(), b1=0.9, b0=b0, weight_decay=wd,
-                     decoupled=mode == 'decoupled')
-  opt = pnm_optax.pnm(lr, b1=0.9, b0=b0, weight_decay=wd,
-                      weight_decay_mode=mode)
+  ref = ReferencePNM(
+    _init_params(),
+    b1=0.9,
+    b0=b0,
+    weight_decay=wd,
+    decoupled=mode == 'decoupled',
+  )
+  opt = pnm_optax.pnm(
+    lr, b1=0.9, b0=b0, weight_decay=wd, weight_decay_mode=mode
+  )
   total, worst, state = _run(opt, ref, lambda t: lr)
   assert total <= RTOL, total
   assert worst <= RTOL, worst
@@ -77,10 +85,17 @@ def test_pnm_matches_reference(b0, mode):
 @pytest.mark.parametrize('mode', ['decoupled', 'l2'])
 def test_adapnm_matches_reference(amsgrad, mode):
   lr, wd = 1e-2, 0.05
-  ref = ReferencePNM(_init_params(), adaptive=True, b0=1.0, weight_decay=wd,
-                     decoupled=mode == 'decoupled', amsgrad=amsgrad)
-  opt = pnm_optax.adapnm(lr, amsgrad=amsgrad, weight_decay=wd,
-                         weight_decay_mode=mode)
+  ref = ReferencePNM(
+    _init_params(),
+    adaptive=True,
+    b0=1.0,
+    weight_decay=wd,
+    decoupled=mode == 'decoupled',
+    amsgrad=amsgrad,
+  )
+  opt = pnm_optax.adapnm(
+    lr, amsgrad=amsgrad, weight_decay=wd, weight_decay_mode=mode
+  )
   total, worst, _ = _run(opt, ref, lambda t: lr)
   assert total <= RTOL, total
   assert worst <= RTOL, worst
@@ -113,8 +128,9 @@ def test_complex_params_match_reference(adaptive):
   init = _init_params(dtype=np.complex64)
   ref = ReferencePNM(init, adaptive=adaptive)
   make = pnm_optax.adapnm if adaptive else pnm_optax.pnm
-  total, worst, state = _run(make(1e-2), ref, lambda t: 1e-2,
-                             dtype=np.complex64)
+  total, worst, state = _run(
+    make(1e-2), ref, lambda t: 1e-2, dtype=np.complex64
+  )
   assert total <= RTOL, total
   assert worst <= RTOL, worst
   if adaptive:

@@ -20,7 +20,8 @@ def _steady_step(opt, grad=0.5, steps=400):
 @pytest.mark.parametrize('b0', [0.0, 0.5, 1.0, 2.0, 3.5])
 def test_noise_norm_closed_form(b0):
   assert pnm_optax.noise_norm(b0) == pytest.approx(
-      np.hypot(1 + b0, b0), rel=1e-12)
+    np.hypot(1 + b0, b0), rel=1e-12
+  )
 
 
 @pytest.mark.parametrize('b0', [0.5, 1.0, 2.0])
@@ -28,8 +29,11 @@ def test_noise_norm_closed_form(b0):
 def test_b0_matched_learning_rate_keeps_the_mean_step(b0, reference_b0):
   lr = 0.01
   reference = _steady_step(pnm_optax.pnm(lr, b0=reference_b0))
-  matched = _steady_step(pnm_optax.pnm(
-      pnm_optax.b0_matched_learning_rate(lr, b0, reference_b0), b0=b0))
+  matched = _steady_step(
+    pnm_optax.pnm(
+      pnm_optax.b0_matched_learning_rate(lr, b0, reference_b0), b0=b0
+    )
+  )
   unmatched = _steady_step(pnm_optax.pnm(lr, b0=b0))
   assert matched == pytest.approx(reference, rel=1e-5)
   if b0 != reference_b0:
@@ -41,31 +45,48 @@ def test_b0_matched_learning_rate_keeps_the_mean_step(b0, reference_b0):
 def test_sgdm_equivalent_learning_rate_matches_optax_sgd(b0, momentum):
   sgd_lr = 0.01
   sgd = _steady_step(optax.sgd(sgd_lr, momentum=momentum or None))
-  pnm = _steady_step(pnm_optax.pnm(
-      pnm_optax.sgdm_equivalent_learning_rate(sgd_lr, b0, momentum), b0=b0))
+  pnm = _steady_step(
+    pnm_optax.pnm(
+      pnm_optax.sgdm_equivalent_learning_rate(sgd_lr, b0, momentum), b0=b0
+    )
+  )
   assert pnm == pytest.approx(sgd, rel=1e-5)
 
 
 def test_arrays_are_mapped_elementwise():
   b0 = np.array([0.0, 1.0, 2.0])
-  np.testing.assert_allclose(pnm_optax.b0_matched_learning_rate(1.0, b0),
-                             np.hypot(1 + b0, b0), rtol=1e-12)
+  np.testing.assert_allclose(
+    pnm_optax.b0_matched_learning_rate(1.0, b0),
+    np.hypot(1 + b0, b0),
+    rtol=1e-12,
+  )
   out = pnm_optax.noise_norm(jnp.asarray(b0))
   np.testing.assert_allclose(np.asarray(out), np.hypot(1 + b0, b0), rtol=1e-6)
 
 
-@pytest.mark.parametrize('call,message', [
+@pytest.mark.parametrize(
+  'call,message',
+  [
     (lambda: pnm_optax.noise_norm(-1.0), 'b0 must be >= 0 and finite'),
     (lambda: pnm_optax.noise_norm(float('inf')), 'b0 must be >= 0 and finite'),
-    (lambda: pnm_optax.b0_matched_learning_rate(-0.1, 1.0),
-     'learning_rate must be >= 0'),
-    (lambda: pnm_optax.b0_matched_learning_rate(0.1, 1.0, reference_b0=-1),
-     'reference_b0 must be >= 0'),
-    (lambda: pnm_optax.sgdm_equivalent_learning_rate(0.1, momentum=1.0),
-     r'momentum must be in \[0, 1\)'),
-    (lambda: pnm_optax.sgdm_equivalent_learning_rate(float('nan')),
-     'sgd_learning_rate must be >= 0'),
-])
+    (
+      lambda: pnm_optax.b0_matched_learning_rate(-0.1, 1.0),
+      'learning_rate must be >= 0',
+    ),
+    (
+      lambda: pnm_optax.b0_matched_learning_rate(0.1, 1.0, reference_b0=-1),
+      'reference_b0 must be >= 0',
+    ),
+    (
+      lambda: pnm_optax.sgdm_equivalent_learning_rate(0.1, momentum=1.0),
+      r'momentum must be in \[0, 1\)',
+    ),
+    (
+      lambda: pnm_optax.sgdm_equivalent_learning_rate(float('nan')),
+      'sgd_learning_rate must be >= 0',
+    ),
+  ],
+)
 def test_invalid_arguments_raise(call, message):
   with pytest.raises(ValueError, match=message):
     call()

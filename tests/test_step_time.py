@@ -14,12 +14,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import cli, layouts, memory, optimizers, step_time, trees
-from benchmarks import xla_probes
+from benchmarks import (
+  cli,
+  layouts,
+  memory,
+  optimizers,
+  step_time,
+  trees,
+  xla_probes,
+)
 from tests.reference import ReferencePNM
 
 try:
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 except ImportError:
   torch = None
 HAS_PYTORCH_OPTIMIZER = optimizers.module_available('pytorch_optimizer')
@@ -33,8 +40,9 @@ def _resnet18_param_count(num_classes, stem_kernel):
   widths = [64, 64, 128, 256, 512]
   for stage in range(4):
     c_in, c_out = widths[stage], widths[stage + 1]
-    total += conv(3, c_in, c_out) + bn(c_out) + 3 * (conv(3, c_out, c_out)
-                                                     + bn(c_out))
+    total += (
+      conv(3, c_in, c_out) + bn(c_out) + 3 * (conv(3, c_out, c_out) + bn(c_out))
+    )
     if c_in != c_out:
       total += conv(1, c_in, c_out) + bn(c_out)
   return total + 512 * num_classes + num_classes
@@ -54,8 +62,9 @@ def test_resnet18_tree_matches_the_architecture():
 
 
 def test_transformer_tree_is_gpt2_small_with_its_config():
-  shapes = trees.transformer_shapes(d_model=768, num_layers=12,
-                                    vocab_size=50257, max_len=1024)
+  shapes = trees.transformer_shapes(
+    d_model=768, num_layers=12, vocab_size=50257, max_len=1024
+  )
   assert len(shapes) == 2 + 12 * 12 + 2
   assert trees.num_params(shapes) == 124_439_808  # GPT-2 small, tied head
   names = [name for name, _ in shapes]
@@ -76,8 +85,10 @@ def test_many_leaves_tree_has_exactly_the_leaves_asked_for():
     trees.many_leaves_shapes(0)
 
 
-@pytest.mark.parametrize('text, value', [
-    ('2^24', 2 ** 24), ('2**10', 1024), ('1e5', 100_000), ('4096', 4096)])
+@pytest.mark.parametrize(
+  'text, value',
+  [('2^24', 2**24), ('2**10', 1024), ('1e5', 100_000), ('4096', 4096)],
+)
 def test_parse_size(text, value):
   assert cli.parse_size(text) == value
 
@@ -91,8 +102,13 @@ def test_parse_size_rejects_what_is_not_a_count(text):
 def test_state_memory_per_parameter():
   # float32 buffers: sgd-m 1, PNM 2, Adam 2, AMSGrad 3, AdaPNM 4 (+ scalars);
   # bfloat16 momentum halves the momentum buffers only.
-  words = {'sgdm': (1, 0), 'pnm': (2, 0), 'adam': (1, 1), 'amsgrad': (1, 2),
-           'adapnm': (2, 2)}
+  words = {
+    'sgdm': (1, 0),
+    'pnm': (2, 0),
+    'adam': (1, 1),
+    'amsgrad': (1, 2),
+    'adapnm': (2, 2),
+  }
   for name, (mu, nu) in words.items():
     f32 = memory.state_bytes_per_param(name, None)
     bf16 = memory.state_bytes_per_param(name, 'bfloat16')
@@ -104,22 +120,32 @@ JAX_NAMES = ['sgdm', 'pnm', 'adam', 'amsgrad', 'adapnm']
 
 
 def test_plan_groups_keeps_everything_together_when_it_fits():
-  n = 2 ** 20
+  n = 2**20
   budget = memory.bytes_needed(n, JAX_NAMES)
   assert memory.plan_groups(n, JAX_NAMES, budget) == ([JAX_NAMES], [])
 
 
-@pytest.mark.parametrize('fits_with, groups, too_big', [
+@pytest.mark.parametrize(
+  'fits_with, groups, too_big',
+  [
     # Words per parameter: 2 shared + per optimizer 2 + its state words.
-    (['sgdm', 'pnm', 'adam'],
-     [['sgdm', 'pnm', 'adam'], ['sgdm', 'amsgrad'], ['sgdm', 'adapnm']], []),
-    (['sgdm', 'amsgrad'],
-     [['sgdm', 'pnm'], ['sgdm', 'adam'], ['sgdm', 'amsgrad']], ['adapnm']),
+    (
+      ['sgdm', 'pnm', 'adam'],
+      [['sgdm', 'pnm', 'adam'], ['sgdm', 'amsgrad'], ['sgdm', 'adapnm']],
+      [],
+    ),
+    (
+      ['sgdm', 'amsgrad'],
+      [['sgdm', 'pnm'], ['sgdm', 'adam'], ['sgdm', 'amsgrad']],
+      ['adapnm'],
+    ),
     (['sgdm'], [], ['pnm', 'adam', 'amsgrad', 'adapnm']),
-])
+  ],
+)
 def test_plan_groups_splits_to_fit_with_the_baseline_in_each(
-    fits_with, groups, too_big):
-  n = 2 ** 28
+  fits_with, groups, too_big
+):
+  n = 2**28
   budget = memory.bytes_needed(n, fits_with)
   planned, skipped = memory.plan_groups(n, JAX_NAMES, budget)
   assert (planned, skipped) == (groups, too_big)
@@ -129,16 +155,32 @@ def test_plan_groups_splits_to_fit_with_the_baseline_in_each(
 
 
 def test_run_in_memory_groups_reports_each_optimizer_once(
-    tmp_path, capsys, monkeypatch):
+  tmp_path, capsys, monkeypatch
+):
   # Memory for sgd-m, PNM and Adam side by side at 1e4 parameters only.
   budget = memory.bytes_needed(10_000, ['sgdm', 'pnm', 'adam'])
   monkeypatch.setattr(memory, 'available_bytes', lambda: budget / 0.6)
-  result = step_time.main([
-      '--sizes', '1e4', '--trees', 'none', '--repeats', '2',
-      '--compile-repeats', '1',
-      '--target-time', '0.002', '--optimizers', ','.join(JAX_NAMES),
-      '--no-torch', '--no-progress', '--no-plot',
-      '--out', str(tmp_path / 'out')])
+  result = step_time.main(
+    [
+      '--sizes',
+      '1e4',
+      '--trees',
+      'none',
+      '--repeats',
+      '2',
+      '--compile-repeats',
+      '1',
+      '--target-time',
+      '0.002',
+      '--optimizers',
+      ','.join(JAX_NAMES),
+      '--no-torch',
+      '--no-progress',
+      '--no-plot',
+      '--out',
+      str(tmp_path / 'out'),
+    ]
+  )
   stdout = capsys.readouterr().out
   rows = {r['optimizer']: r for r in result['rows']}
   assert [r['optimizer'] for r in result['rows']] == JAX_NAMES
@@ -151,17 +193,36 @@ def test_run_in_memory_groups_reports_each_optimizer_once(
   assert '(sgdm, pnm, adam) (sgdm, amsgrad) (sgdm, adapnm)' in stdout
 
 
-TORCH_NAMES = ['torch_sgd_foreach', 'torch_pnm', 'pytorch_optimizer_pnm',
-               'pytorch_optimizer_adapnm']
+TORCH_NAMES = [
+  'torch_sgd_foreach',
+  'torch_pnm',
+  'pytorch_optimizer_pnm',
+  'pytorch_optimizer_adapnm',
+]
 
 
 def _run(tmp_path, capsys, *extra):
   out = tmp_path / 'out'
-  result = step_time.main([
-      '--sizes', '1000,2^40', '--trees', 'none', '--repeats', '2',
-      '--compile-repeats', '2', '--target-time', '0.002', '--optimizers',
+  result = step_time.main(
+    [
+      '--sizes',
+      '1000,2^40',
+      '--trees',
+      'none',
+      '--repeats',
+      '2',
+      '--compile-repeats',
+      '2',
+      '--target-time',
+      '0.002',
+      '--optimizers',
       ','.join(['sgdm', 'pnm', 'amsgrad', 'adapnm'] + TORCH_NAMES),
-      '--no-progress', '--out', str(out), *extra])
+      '--no-progress',
+      '--out',
+      str(out),
+      *extra,
+    ]
+  )
   return result, out, capsys.readouterr().out
 
 
@@ -179,11 +240,15 @@ def test_smoke_run_writes_table_json_and_plot(tmp_path, capsys):
   assert saved['complete'] is True
   assert saved['copy_gbps'] > 0
   # 2^40 parameters cannot fit: skipped with the reason printed.
-  assert [s['num_params'] for s in saved['skipped']] == [2 ** 40]
+  assert [s['num_params'] for s in saved['skipped']] == [2**40]
   assert 'skipped leaf 2^40' in stdout
   jax_names = ['sgdm', 'pnm', 'amsgrad', 'adapnm']
-  torch_names = [n for n in TORCH_NAMES if torch and (
-      HAS_PYTORCH_OPTIMIZER or not n.startswith('pytorch_optimizer'))]
+  torch_names = [
+    n
+    for n in TORCH_NAMES
+    if torch
+    and (HAS_PYTORCH_OPTIMIZER or not n.startswith('pytorch_optimizer'))
+  ]
   rows = {r['optimizer']: r for r in saved['rows']}
   assert list(rows) == jax_names + torch_names
   compiled = {r['optimizer']: r for r in saved['compile_rows']}
@@ -197,13 +262,17 @@ def test_smoke_run_writes_table_json_and_plot(tmp_path, capsys):
     assert compiled[name]['compile_s'] > 0
     assert compiled[name]['trace_lower_s'] > 0
     assert len(compiled[name]['samples']['total_s']) == 2
-    assert row['floor_words'] == {'sgdm': 5, 'pnm': 6, 'amsgrad': 9,
-                                  'adapnm': 10}[name]
+    assert (
+      row['floor_words']
+      == {'sgdm': 5, 'pnm': 6, 'amsgrad': 9, 'adapnm': 10}[name]
+    )
     fastest = min(row['device_s'], row['dispatched_s'])
     assert row['floor_gbps'] == pytest.approx(
-        row['floor_words'] * 4 * 1000 / fastest / 1e9)
+      row['floor_words'] * 4 * 1000 / fastest / 1e9
+    )
     assert row['floor_pct_copy'] == pytest.approx(
-        100 * row['floor_gbps'] / saved['copy_gbps'])
+      100 * row['floor_gbps'] / saved['copy_gbps']
+    )
     assert name in stdout
   # A ratio against itself, round by round, is exactly one.
   assert rows['sgdm']['device_x_sgdm'] == 1.0
@@ -214,60 +283,88 @@ def test_smoke_run_writes_table_json_and_plot(tmp_path, capsys):
   if not torch:
     assert any('torch is not installed' in n for n in saved['notes'])
   elif not HAS_PYTORCH_OPTIMIZER:
-    assert any('pytorch_optimizer is not installed' in n
-               for n in saved['notes'])
+    assert any(
+      'pytorch_optimizer is not installed' in n for n in saved['notes']
+    )
   assert result['compile_table'] in stdout
   # Measured ratios only: the report does not judge them.
-  report = '\n'.join(l for l in stdout.splitlines()
-                     if not l.startswith('# command'))
+  report = '\n'.join(
+    l for l in stdout.splitlines() if not l.startswith('# command')
+  )
   assert not re.search(r'\b(target|met|MISSED|verdict)\b', report, re.I)
 
 
 def test_smoke_run_without_torch(tmp_path, capsys, monkeypatch):
-  monkeypatch.setattr(optimizers, 'module_available', lambda module: module
-                      not in ('torch', 'pytorch_optimizer'))
-  result, _, stdout = _run(tmp_path, capsys, '--no-plot',
-                           '--compile-repeats', '1')
+  monkeypatch.setattr(
+    optimizers,
+    'module_available',
+    lambda module: module not in ('torch', 'pytorch_optimizer'),
+  )
+  result, _, stdout = _run(
+    tmp_path, capsys, '--no-plot', '--compile-repeats', '1'
+  )
   assert {r['optimizer'] for r in result['rows']} == {
-      'sgdm', 'pnm', 'amsgrad', 'adapnm'}
-  assert ('torch_sgd_foreach, torch_pnm, pytorch_optimizer_pnm, '
-          'pytorch_optimizer_adapnm skipped: torch is not installed') in stdout
+    'sgdm',
+    'pnm',
+    'amsgrad',
+    'adapnm',
+  }
+  assert (
+    'torch_sgd_foreach, torch_pnm, pytorch_optimizer_pnm, '
+    'pytorch_optimizer_adapnm skipped: torch is not installed'
+  ) in stdout
 
 
 def test_compile_only_on_the_many_leaves_tree(tmp_path, capsys, monkeypatch):
   # The documented command, on a 12-leaf version of the tree to stay quick.
-  monkeypatch.setitem(trees.TREES, 'many_leaves',
-                      lambda: trees.many_leaves_shapes(12))
-  result = step_time.main([
-      '--trees', 'many_leaves', '--sizes', 'none', '--compile-only',
-      '--compile-repeats', '2', '--no-progress', '--out',
-      str(tmp_path / 'out')])
+  monkeypatch.setitem(
+    trees.TREES, 'many_leaves', lambda: trees.many_leaves_shapes(12)
+  )
+  result = step_time.main(
+    [
+      '--trees',
+      'many_leaves',
+      '--sizes',
+      'none',
+      '--compile-only',
+      '--compile-repeats',
+      '2',
+      '--no-progress',
+      '--out',
+      str(tmp_path / 'out'),
+    ]
+  )
   stdout = capsys.readouterr().out
   assert result['rows'] == [] and 'table' not in result
   rows = {r['optimizer']: r for r in result['compile_rows']}
   assert list(rows) == JAX_NAMES
-  for name, row in rows.items():
+  for row in rows.values():
     assert row['config'] == 'many_leaves (12 leaves)'
     assert row['num_leaves'] == 12
     assert row['trace_lower_s'] > 0 and row['compile_s'] > 0
     assert row['total_s'] == pytest.approx(
-        np.median(np.add(row['samples']['trace_lower_s'],
-                         row['samples']['compile_s'])))
+      np.median(
+        np.add(row['samples']['trace_lower_s'], row['samples']['compile_s'])
+      )
+    )
     assert row['hlo_instructions_per_leaf'] == row['hlo_instructions'] / 12
     assert row['stablehlo_bytes_per_leaf'] == row['stablehlo_bytes'] / 12
     assert row['hlo_instructions'] > 12 and row['stablehlo_bytes'] > 0
   for ref in ('sgdm', 'adam', 'amsgrad'):  # a ratio to itself, per round
     assert rows[ref][f'total_x_{ref}'] == 1.0
   # More state, more work per leaf: AdaPNM's step is the largest program.
-  assert (rows['adapnm']['hlo_instructions']
-          > rows['sgdm']['hlo_instructions'])
+  assert rows['adapnm']['hlo_instructions'] > rows['sgdm']['hlo_instructions']
   assert result['compile_table'] in stdout
-  assert any(line.startswith('many_leaves (12 leaves), trace+lower+compile: '
-                             'PNM / optax.adam ')
-             for line in result['key_ratios'])
+  assert any(
+    line.startswith(
+      'many_leaves (12 leaves), trace+lower+compile: PNM / optax.adam '
+    )
+    for line in result['key_ratios']
+  )
   with open(tmp_path / 'out' / 'step_time.json') as f:
     assert json.load(f)['compile_rows'] == json.loads(
-        json.dumps(result['compile_rows']))
+      json.dumps(result['compile_rows'])
+    )
 
 
 HLO_TEXT = """HloModule jit_f, is_scheduled=true, entry_computation_layout={(f32[8]{0})->f32[8]{0}}
@@ -301,25 +398,32 @@ def test_count_instructions_counts_every_instruction_line():
 
 def test_instructions_grow_by_the_same_amount_per_leaf():
   def compile_text(num_leaves):
-    args = [jax.ShapeDtypeStruct((4 + i,), jnp.float32)
-            for i in range(num_leaves)]
+    args = [
+      jax.ShapeDtypeStruct((4 + i,), jnp.float32) for i in range(num_leaves)
+    ]
     result = xla_probes.cold_compile(
-        lambda: (lambda xs: [jnp.sin(x) * 2.0 for x in xs]), (args,))
+      lambda: lambda xs: [jnp.sin(x) * 2.0 for x in xs], (args,)
+    )
     return result['compiled'].as_text(), result
+
   # From two leaves up (one leaf has no output tuple): same cost per leaf.
-  counts = [xla_probes.count_instructions(compile_text(k)[0])
-            for k in (2, 3, 4)]
+  counts = [
+    xla_probes.count_instructions(compile_text(k)[0]) for k in (2, 3, 4)
+  ]
   assert counts[2] - counts[1] == counts[1] - counts[0] > 0
   _, result = compile_text(2)
   assert result['trace_lower_s'] > 0 and result['compile_s'] > 0
-  described = xla_probes.describe(result['lowered'], result['compiled'],
-                                  num_params=9, num_leaves=2)
+  described = xla_probes.describe(
+    result['lowered'], result['compiled'], num_params=9, num_leaves=2
+  )
   assert described['hlo_instructions'] == counts[0]
   assert described['stablehlo_bytes'] == len(result['lowered'].as_text())
   assert 'stablehlo.sine' in result['lowered'].as_text()
 
 
-@pytest.mark.parametrize('argv, message', [
+@pytest.mark.parametrize(
+  'argv, message',
+  [
     (['--sizes', '1e5,abc'], "'abc' is not a size"),
     (['--sizes', '-3'], 'not a positive'),
     (['--trees', 'resnet19'], "unknown name(s) 'resnet19'"),
@@ -329,7 +433,8 @@ def test_instructions_grow_by_the_same_amount_per_leaf():
     (['--target-time', 'nan'], 'not a finite number'),
     (['--mem-fraction', '1.5'], 'not in (0, 1]'),
     (['--bogus'], 'unrecognized arguments'),
-])
+  ],
+)
 def test_bad_flags_exit_2_with_one_error_line(argv, message, capsys):
   with pytest.raises(SystemExit) as exit_info:
     step_time.main(argv)
@@ -340,8 +445,9 @@ def test_bad_flags_exit_2_with_one_error_line(argv, message, capsys):
   assert 'Traceback' not in err
 
 
-@pytest.mark.parametrize('argv', [['--size', '2^'], ['--repeats', '0'],
-                                  ['--layouts', 'pnm nothing']])
+@pytest.mark.parametrize(
+  'argv', [['--size', '2^'], ['--repeats', '0'], ['--layouts', 'pnm nothing']]
+)
 def test_layouts_bad_flags_exit_2(argv, capsys):
   with pytest.raises(SystemExit) as exit_info:
     layouts.main(argv)
@@ -350,11 +456,13 @@ def test_layouts_bad_flags_exit_2(argv, capsys):
 
 
 def test_layout_alternatives_compute_the_same_updates():
-  alternatives = ([f'pnm {n}' for n in layouts.PNM_LAYOUTS]
-                  + [f'adapnm {n}' for n in layouts.ADAPNM_LAYOUTS])
+  alternatives = [f'pnm {n}' for n in layouts.PNM_LAYOUTS] + [
+    f'adapnm {n}' for n in layouts.ADAPNM_LAYOUTS
+  ]
   names = ['sgdm', 'pnm core', 'adapnm core'] + alternatives
-  result = layouts.run(4096, repeats=1, target_s=0.001, names=names,
-                       progress=False)
+  result = layouts.run(
+    4096, repeats=1, target_s=0.001, names=names, progress=False
+  )
   rows = {r['layout']: r for r in result['rows']}
   assert set(rows) == set(names)
   for name in alternatives:
@@ -366,7 +474,8 @@ def test_layout_alternatives_compute_the_same_updates():
 
 @pytest.mark.skipif(torch is None, reason='PyTorch is not installed')
 def test_torch_pnm_matches_the_float64_reference():
-  from benchmarks import torch_optimizers  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_optimizers
+
   rng = np.random.default_rng(0)
   shapes = [(5,), (3, 4)]
   params = [rng.normal(size=s) for s in shapes]
@@ -384,32 +493,42 @@ def test_torch_pnm_matches_the_float64_reference():
   assert not math.isclose(float(tensors[0][0]), params[0][0])
 
 
-@pytest.mark.skipif(torch is None or not HAS_PYTORCH_OPTIMIZER,
-                    reason='PyTorch or pytorch_optimizer is not installed')
-@pytest.mark.parametrize('name, adaptive, lr', [
+@pytest.mark.skipif(
+  torch is None or not HAS_PYTORCH_OPTIMIZER,
+  reason='PyTorch or pytorch_optimizer is not installed',
+)
+@pytest.mark.parametrize(
+  'name, adaptive, lr',
+  [
     ('pytorch_optimizer_pnm', False, 0.1),
-    ('pytorch_optimizer_adapnm', True, 0.01)])
+    ('pytorch_optimizer_adapnm', True, 0.01),
+  ],
+)
 def test_pytorch_optimizer_runs_with_our_hyperparameters(name, adaptive, lr):
   """The benchmarked pytorch_optimizer settings follow the same trajectory
   as the float64 reference with the JAX optimizers' defaults."""
-  from benchmarks import torch_optimizers  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_optimizers
+
   rng = np.random.default_rng(1)
   shapes = [(5,), (3, 4)]
   params = [rng.normal(size=s) for s in shapes]
-  reference = ReferencePNM(params, adaptive=adaptive, b1=0.9, b2=0.999,
-                           b0=1.0, eps=1e-8, amsgrad=True)
+  reference = ReferencePNM(
+    params, adaptive=adaptive, b1=0.9, b2=0.999, b0=1.0, eps=1e-8, amsgrad=True
+  )
   tensors = [torch.tensor(p) for p in params]
   opt = torch_optimizers.make(name, tensors, lr)
   for _ in range(7):
     # |g| >= 1: pytorch_optimizer's AdaPNM adds eps before the second-moment
     # bias correction (ours after), which moves a step by ~3e-7 / |g|.
-    grads = [np.sign(n) * (1 + np.abs(n))
-             for n in (rng.normal(size=s) for s in shapes)]
+    grads = [
+      np.sign(n) * (1 + np.abs(n)) for n in (rng.normal(size=s) for s in shapes)
+    ]
     for t, g in zip(tensors, grads):
       t.grad = torch.tensor(g)
     opt.step()
     reference.step(grads, lr=lr)
   for t, p, p0 in zip(tensors, reference.params, params):
-    np.testing.assert_allclose(t.numpy() - p0, p - p0,
-                               rtol=1e-5 if adaptive else 1e-10)
+    np.testing.assert_allclose(
+      t.numpy() - p0, p - p0, rtol=1e-5 if adaptive else 1e-10
+    )
     assert np.abs(p - p0).max() > lr / 10

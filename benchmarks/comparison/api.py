@@ -11,37 +11,38 @@ import datetime
 import hashlib
 import os
 import time
-from typing import Mapping, Optional, Sequence, Union
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 import pnm_optax
 from benchmarks import environment
-from benchmarks.comparison import checkpoints
+from benchmarks.comparison import checkpoints, plots, protocol, tables, training
 from benchmarks.comparison import data as data_lib
 from benchmarks.comparison import optimizers as opt_lib
-from benchmarks.comparison import plots
 from benchmarks.comparison import progress as progress_lib
-from benchmarks.comparison import protocol
 from benchmarks.comparison import results as results_lib
 from benchmarks.comparison import settings as settings_lib
 from benchmarks.comparison import summary as summary_lib
-from benchmarks.comparison import tables
-from benchmarks.comparison import training
 
 ArrayData = tuple  # (x_train, y_train, x_test, y_test)
 _TRAINERS = {}  # see Comparison.trainer
 _MAX_TRAINERS = 4
 
 
-def compare(model: Union[str, training.ModelFactory, None] = None,
-            data: Union[str, data_lib.Dataset, ArrayData] = 'mnist1d', *,
-            optimizers: Sequence[str] = opt_lib.OPTIMIZERS,
-            hparams: Optional[Mapping[str, Mapping[str, float]]] = None,
-            seeds: int = 5, epochs: Optional[int] = None,
-            batch_size: Optional[int] = None,
-            out: Optional[str] = None, progress: Optional[bool] = None,
-            **options) -> dict:
+def compare(
+  model: str | training.ModelFactory | None = None,
+  data: str | data_lib.Dataset | ArrayData = 'mnist1d',
+  *,
+  optimizers: Sequence[str] = opt_lib.OPTIMIZERS,
+  hparams: Mapping[str, Mapping[str, float]] | None = None,
+  seeds: int = 5,
+  epochs: int | None = None,
+  batch_size: int | None = None,
+  out: str | None = None,
+  progress: bool | None = None,
+  **options,
+) -> dict:
   """Trains ``model`` on ``data`` with each optimizer and compares them.
 
   Args:
@@ -84,16 +85,25 @@ def compare(model: Union[str, training.ModelFactory, None] = None,
     data.DatasetUnavailableError: the data set is not on this machine.
   """
   settings = settings_lib.Settings(
-      data=data if isinstance(data, (str, data_lib.Dataset)) else
-      data_lib.from_arrays(*data), model=model, optimizers=optimizers,
-      hparams=hparams, seeds=seeds, epochs=epochs, batch_size=batch_size,
-      out=out, progress=progress, **options).resolved()
+    data=data
+    if isinstance(data, (str, data_lib.Dataset))
+    else data_lib.from_arrays(*data),
+    model=model,
+    optimizers=optimizers,
+    hparams=hparams,
+    seeds=seeds,
+    epochs=epochs,
+    batch_size=batch_size,
+    out=out,
+    progress=progress,
+    **options,
+  ).resolved()
   return prepare(settings).run()
 
 
-def prepare(settings: settings_lib.Settings,
-            reporter: Optional[progress_lib.Progress] = None
-           ) -> 'Comparison':
+def prepare(
+  settings: settings_lib.Settings, reporter: progress_lib.Progress | None = None
+) -> 'Comparison':
   """Loads the data and opens the results file of resolved ``settings``;
   nothing is trained yet (errors here mean bad settings or missing data).
 
@@ -102,21 +112,29 @@ def prepare(settings: settings_lib.Settings,
     data.DatasetUnavailableError: the data set is not on this machine.
     ValueError: the results file exists but holds something else.
   """
-  return Comparison(settings, load_data(settings),
-                    reporter or progress_lib.Progress(bar=settings.progress))
+  return Comparison(
+    settings,
+    load_data(settings),
+    reporter or progress_lib.Progress(bar=settings.progress),
+  )
 
 
 def load_data(settings: settings_lib.Settings) -> data_lib.Dataset:
   """The data set of ``settings``, checked against the batch size."""
-  dataset = (settings.data if isinstance(settings.data, data_lib.Dataset)
-             else data_lib.load_dataset(settings.data, settings.data_dir))
+  dataset = (
+    settings.data
+    if isinstance(settings.data, data_lib.Dataset)
+    else data_lib.load_dataset(settings.data, settings.data_dir)
+  )
   n_train = dataset.x_train.shape[0]
   if settings.validation_fraction is not None:
     n_train = int(n_train * (1 - settings.validation_fraction))
   if settings.batch_size > n_train:
     raise settings_lib.SettingsError(
-        'batch_size', f'must be at most {n_train} (the training examples of '
-        f'{dataset.name}), got {settings.batch_size}')
+      'batch_size',
+      f'must be at most {n_train} (the training examples of '
+      f'{dataset.name}), got {settings.batch_size}',
+    )
   return dataset
 
 
@@ -131,25 +149,37 @@ def _fingerprint(dataset: data_lib.Dataset) -> str:
 class Comparison:
   """One comparison, ready to run: data, results file, progress reporter."""
 
-  def __init__(self, settings: settings_lib.Settings,
-               dataset: data_lib.Dataset, reporter: progress_lib.Progress):
+  def __init__(
+    self,
+    settings: settings_lib.Settings,
+    dataset: data_lib.Dataset,
+    reporter: progress_lib.Progress,
+  ):
     self.settings, self.dataset, self.reporter = settings, dataset, reporter
     if callable(settings.model):
       self.factory = settings.model
       self.model_name = settings.model_name or getattr(
-          settings.model, '__name__', 'model')
+        settings.model, '__name__', 'model'
+      )
     else:
       self.factory = training.bundled_factory(
-          settings.model, dataset.input_shape, dataset.num_classes)
+        settings.model, dataset.input_shape, dataset.num_classes
+      )
       self.model_name = settings.model
     self.environment = environment.collect()
-    experiment = {'data': dataset.name, 'model': self.model_name,
-                  **settings.describe()}
+    experiment = {
+      'data': dataset.name,
+      'model': self.model_name,
+      **settings.describe(),
+    }
     if dataset.name not in data_lib.DATASETS:
       experiment['data_fingerprint'] = _fingerprint(dataset)
     self.store = results_lib.ResultsFile(
-        settings.out, f'{dataset.name}_{self.model_name}', experiment,
-        overwrite=settings.overwrite)
+      settings.out,
+      f'{dataset.name}_{self.model_name}',
+      experiment,
+      overwrite=settings.overwrite,
+    )
 
   def trainer(self, split: str) -> training.Trainer:
     """The trainer evaluating on ``split``: ``test`` (full training set) or
@@ -157,32 +187,59 @@ class Comparison:
     are shared by comparisons in one process with the same data, model and
     budget, so their compiled programs are reused."""
     s = self.settings
-    data_key = (self.dataset.name if self.dataset.name in data_lib.DATASETS
-                else _fingerprint(self.dataset))
-    key = (data_key, s.data_dir, self.factory, s.epochs, s.batch_size,
-           s.max_steps_per_epoch, s.schedule, s.decay_mask, split,
-           s.validation_fraction if split == 'validation' else None)
+    data_key = (
+      self.dataset.name
+      if self.dataset.name in data_lib.DATASETS
+      else _fingerprint(self.dataset)
+    )
+    key = (
+      data_key,
+      s.data_dir,
+      self.factory,
+      s.epochs,
+      s.batch_size,
+      s.max_steps_per_epoch,
+      s.schedule,
+      s.decay_mask,
+      split,
+      s.validation_fraction if split == 'validation' else None,
+    )
     if key not in _TRAINERS:
-      dataset = self.dataset if split == 'test' else (
-          data_lib.holdout_validation(self.dataset, s.validation_fraction))
+      dataset = (
+        self.dataset
+        if split == 'test'
+        else (data_lib.holdout_validation(self.dataset, s.validation_fraction))
+      )
       if len(_TRAINERS) >= _MAX_TRAINERS:
         _TRAINERS.pop(next(iter(_TRAINERS)))
       _TRAINERS[key] = training.Trainer(
-          dataset, self.factory, epochs=s.epochs, batch_size=s.batch_size,
-          steps_per_epoch=min(dataset.x_train.shape[0] // s.batch_size,
-                              s.max_steps_per_epoch or np.inf),
-          schedule=s.schedule, decay_mask=s.decay_mask)
+        dataset,
+        self.factory,
+        epochs=s.epochs,
+        batch_size=s.batch_size,
+        steps_per_epoch=min(
+          dataset.x_train.shape[0] // s.batch_size,
+          s.max_steps_per_epoch or np.inf,
+        ),
+        schedule=s.schedule,
+        decay_mask=s.decay_mask,
+      )
     return _TRAINERS[key]
 
-  def train(self, name: str, hp: Mapping[str, float], seeds: Sequence[int],
-            split: str) -> training.History:
+  def train(
+    self, name: str, hp: Mapping[str, float], seeds: Sequence[int], split: str
+  ) -> training.History:
     """One configuration (skipped when already in the results file)."""
-    spec = {'optimizer': name, 'hparams': dict(hp), 'evaluated_on': split,
-            'seeds': list(seeds)}
+    spec = {
+      'optimizer': name,
+      'hparams': dict(hp),
+      'evaluated_on': split,
+      'seeds': list(seeds),
+    }
     config_id = results_lib.settings_id(spec)
-    label = f"{opt_lib.LABELS[name]} lr {hp['lr']:g}"
+    label = f'{opt_lib.LABELS[name]} lr {hp["lr"]:g}'
     if 'b0' in hp:
-      label += f" b0 {hp['b0']:g}"
+      label += f' b0 {hp["b0"]:g}'
     label += f' ({split}, {len(seeds)} seeds)'
     history = self.store.finished(config_id)
     if history is not None:
@@ -193,19 +250,27 @@ class Comparison:
     done = 0
     if self.store.checkpoint_path is not None:
       checkpointer = checkpoints.ConfigurationCheckpoint(
-          self.store.checkpoint_path, config_id,
-          self.settings.checkpoint_every_s)
+        self.store.checkpoint_path, config_id, self.settings.checkpoint_every_s
+      )
       done = checkpointer.saved_epochs()
     self.reporter.start(label, self.settings.epochs, done)
-    history = self.trainer(split).train(name, hp, seeds,
-                                        on_epoch=self.reporter.epoch,
-                                        checkpointer=checkpointer)
-    finished = datetime.datetime.now(datetime.timezone.utc)
-    self.store.add(config_id, {
-        'label': label, **spec,
-        'steps_per_epoch': self.trainer(split).steps_per_epoch}, history, {
+    history = self.trainer(split).train(
+      name, hp, seeds, on_epoch=self.reporter.epoch, checkpointer=checkpointer
+    )
+    finished = datetime.datetime.now(datetime.UTC)
+    self.store.add(
+      config_id,
+      {
+        'label': label,
+        **spec,
+        'steps_per_epoch': self.trainer(split).steps_per_epoch,
+      },
+      history,
+      {
         **self.environment,
-        'finished_utc': finished.strftime('%Y-%m-%d %H:%M:%S UTC')})
+        'finished_utc': finished.strftime('%Y-%m-%d %H:%M:%S UTC'),
+      },
+    )
     if checkpointer is not None:
       checkpointer.remove()
     self.reporter.finish(history)
@@ -213,13 +278,13 @@ class Comparison:
 
   def validation_error(self, name: str, hp: Mapping[str, float]) -> float:
     """Mean final validation error over the grid seeds (inf: diverged)."""
-    history = self.train(name, hp, range(self.settings.grid_seeds),
-                         'validation')
+    history = self.train(
+      name, hp, range(self.settings.grid_seeds), 'validation'
+    )
     errors = list(summary_lib.final_errors(history).values())
     if any(e is None for e in errors):
       return float('inf')
     return float(np.mean(errors))
-
 
   def run(self) -> dict:
     """Trains what the results file lacks; returns the results (see
@@ -230,76 +295,111 @@ class Comparison:
 def _run(job: Comparison) -> dict:
   start = time.perf_counter()
   s, dataset, reporter = job.settings, job.dataset, job.reporter
-  final_split = 'validation' if (s.validation_fraction is not None and
-                                 not s.lr_grid) else 'test'
+  final_split = (
+    'validation'
+    if (s.validation_fraction is not None and not s.lr_grid)
+    else 'test'
+  )
   trainer = job.trainer(final_split)
   env = job.environment
   reporter.message(
-      f'{dataset.name}: {trainer.dataset.x_train.shape[0]} train / '
-      f'{trainer.dataset.x_test.shape[0]} {final_split} examples; model '
-      f'{job.model_name} ({trainer.num_params:,} parameters); {s.epochs} '
-      f'epochs x {trainer.steps_per_epoch} steps of {s.batch_size}; '
-      f'schedule {s.schedule}; seeds 0..{s.seeds - 1}')
+    f'{dataset.name}: {trainer.dataset.x_train.shape[0]} train / '
+    f'{trainer.dataset.x_test.shape[0]} {final_split} examples; model '
+    f'{job.model_name} ({trainer.num_params:,} parameters); {s.epochs} '
+    f'epochs x {trainer.steps_per_epoch} steps of {s.batch_size}; '
+    f'schedule {s.schedule}; seeds 0..{s.seeds - 1}'
+  )
   reporter.message(
-      f"{env['cpu']} x{env['cpu_count']}, jax {env['versions']['jax']} "
-      f"({env['backend']}: {env['device']} x{env['num_devices']}); results: "
-      f'{job.store.json_path or "in memory"}')
+    f'{env["cpu"]} x{env["cpu_count"]}, jax {env["versions"]["jax"]} '
+    f'({env["backend"]}: {env["device"]} x{env["num_devices"]}); results: '
+    f'{job.store.json_path or "in memory"}'
+  )
   if job.store.resumed:
-    reporter.message(f'resuming: {job.store.resumed} finished configurations '
-                     'in the results file are not trained again')
+    reporter.message(
+      f'resuming: {job.store.resumed} finished configurations '
+      'in the results file are not trained again'
+    )
 
   hparams, searches = {}, {}
   for name in s.optimizers:
     hp = s.hparams_for(name)
     if s.lr_grid:
       search = protocol.search(
-          lambda lr, name=name: job.validation_error(
-              name, s.hparams_for(name, lr=lr)),
-          hp['lr'], s.lr_grid, s.lr_grid_ratio, s.max_grid_extensions)
+        lambda lr, name=name: job.validation_error(
+          name, s.hparams_for(name, lr=lr)
+        ),
+        hp['lr'],
+        s.lr_grid,
+        s.lr_grid_ratio,
+        s.max_grid_extensions,
+      )
       searches[name] = search
       if search.at_edge:
         reporter.message(
-            f'WARNING: {opt_lib.LABELS[name]}: the best lr {search.picked:g} '
-            f'is still at the {search.at_edge} edge of the grid after '
-            f'{search.extensions} extensions; the best lr may lie beyond')
+          f'WARNING: {opt_lib.LABELS[name]}: the best lr {search.picked:g} '
+          f'is still at the {search.at_edge} edge of the grid after '
+          f'{search.extensions} extensions; the best lr may lie beyond'
+        )
       elif search.extensions:
-        reporter.message(f'{opt_lib.LABELS[name]}: grid extended '
-                         f'{search.extensions}x; picked lr {search.picked:g}')
+        reporter.message(
+          f'{opt_lib.LABELS[name]}: grid extended '
+          f'{search.extensions}x; picked lr {search.picked:g}'
+        )
       hp = s.hparams_for(name, lr=search.picked)
     hparams[name] = hp
   seeds = list(range(s.seeds))
-  finals = {name: job.train(name, hparams[name], seeds, final_split)
-            for name in s.optimizers}
+  finals = {
+    name: job.train(name, hparams[name], seeds, final_split)
+    for name in s.optimizers
+  }
 
   sweep = []
-  for name in [n for n in ('pnm', 'adapnm') if n in s.optimizers] if (
-      s.b0_sweep) else []:
+  for name in (
+    [n for n in ('pnm', 'adapnm') if n in s.optimizers] if (s.b0_sweep) else []
+  ):
     base = hparams[name]
     for b0 in s.b0_sweep:
-      matched_lr = float(pnm_optax.b0_matched_learning_rate(
-          base['lr'], b0, reference_b0=base['b0']))
+      matched_lr = float(
+        pnm_optax.b0_matched_learning_rate(
+          base['lr'], b0, reference_b0=base['b0']
+        )
+      )
       entry = {'optimizer': name, 'b0': b0}
       for kind, lr in (('fixed', base['lr']), ('matched', matched_lr)):
         hp = s.hparams_for(name, lr=lr, b0=b0)
-        entry[kind] = {'lr': lr, 'hparams': hp, **summary_lib.summarize(
-            job.train(name, hp, seeds, final_split))}
+        entry[kind] = {
+          'lr': lr,
+          'hparams': hp,
+          **summary_lib.summarize(job.train(name, hp, seeds, final_split)),
+        }
       sweep.append(entry)
 
-  report = _report(job, finals, hparams, searches, sweep, final_split,
-                   time.perf_counter() - start)
+  report = _report(
+    job,
+    finals,
+    hparams,
+    searches,
+    sweep,
+    final_split,
+    time.perf_counter() - start,
+  )
   if s.plot and job.store.png_path is not None:
     figure = plots.curves_figure(
-        report['curves'], split=final_split,
-        lr_drops=opt_lib.lr_drop_epochs(s.epochs) if s.schedule == 'step'
-        else (), title=f'{dataset.name} / {job.model_name}: mean +- std over '
-        f'{s.seeds} seeds')
+      report['curves'],
+      split=final_split,
+      lr_drops=opt_lib.lr_drop_epochs(s.epochs) if s.schedule == 'step' else (),
+      title=f'{dataset.name} / {job.model_name}: mean +- std over '
+      f'{s.seeds} seeds',
+    )
     figure.savefig(job.store.png_path, dpi=110)
     report['png_path'] = job.store.png_path
   elif job.store.png_path is not None and _remove(job.store.png_path):
-    reporter.message(f'removed the earlier plot {job.store.png_path} (not '
-                     'redrawn: plot off)')
-  job.store.set_report({k: v for k, v in report.items()
-                        if k not in ('settings',)})
+    reporter.message(
+      f'removed the earlier plot {job.store.png_path} (not redrawn: plot off)'
+    )
+  job.store.set_report(
+    {k: v for k, v in report.items() if k not in ('settings',)}
+  )
   return report
 
 
@@ -310,27 +410,44 @@ def _remove(path: str) -> bool:
   return False
 
 
-def _report(job: Comparison, finals, hparams, searches, sweep, split: str,
-            wall: float) -> dict:
+def _report(
+  job: Comparison, finals, hparams, searches, sweep, split: str, wall: float
+) -> dict:
   s = job.settings
   summary = {n: summary_lib.summarize(h) for n, h in finals.items()}
   paired = summary_lib.paired_against_baselines(finals)
-  grid = {n: {'grid': [{'lr': lr, 'validation_error': v.scores[lr]}
-                       for lr in v.grid],
-              'picked': v.picked, 'extensions': v.extensions,
-              'at_edge': v.at_edge} for n, v in searches.items()}
-  table = {'results': tables.results_table(summary, hparams, split),
-           'paired': tables.paired_table(paired)}
+  grid = {
+    n: {
+      'grid': [{'lr': lr, 'validation_error': v.scores[lr]} for lr in v.grid],
+      'picked': v.picked,
+      'extensions': v.extensions,
+      'at_edge': v.at_edge,
+    }
+    for n, v in searches.items()
+  }
+  table = {
+    'results': tables.results_table(summary, hparams, split),
+    'paired': tables.paired_table(paired),
+  }
   if searches:
     table['grid'] = tables.grid_table(searches)
   if sweep:
     table['b0'] = tables.b0_table(sweep)
   return {
-      'settings': s, 'experiment_id': job.store.id,
-      'data': job.dataset.name, 'model': job.model_name,
-      'evaluated_on': split, 'hparams': hparams, 'summary': summary,
-      'curves': {n: summary_lib.curves(h) for n, h in finals.items()},
-      'paired': paired, 'grid': grid, 'b0_sweep': sweep, 'tables': table,
-      'environment': job.environment, 'json_path': job.store.json_path,
-      'png_path': None, 'wall_seconds': wall,
+    'settings': s,
+    'experiment_id': job.store.id,
+    'data': job.dataset.name,
+    'model': job.model_name,
+    'evaluated_on': split,
+    'hparams': hparams,
+    'summary': summary,
+    'curves': {n: summary_lib.curves(h) for n, h in finals.items()},
+    'paired': paired,
+    'grid': grid,
+    'b0_sweep': sweep,
+    'tables': table,
+    'environment': job.environment,
+    'json_path': job.store.json_path,
+    'png_path': None,
+    'wall_seconds': wall,
   }

@@ -13,7 +13,6 @@ import json
 import os
 import tempfile
 import time
-from typing import Optional
 
 import jax
 import numpy as np
@@ -41,17 +40,24 @@ class ConfigurationCheckpoint:
 
   def save(self, state, history: training.History) -> None:
     leaves = jax.tree.leaves(state)
-    is_key = [jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-              for x in leaves]
-    arrays = {f'leaf_{i}': np.asarray(jax.random.key_data(x) if k else x)
-              for i, (x, k) in enumerate(zip(leaves, is_key))}
-    meta = {'config_id': self.config_id, 'is_key': is_key,
-            'history': history.to_dict()}
+    is_key = [
+      jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) for x in leaves
+    ]
+    arrays = {
+      f'leaf_{i}': np.asarray(jax.random.key_data(x) if k else x)
+      for i, (x, k) in enumerate(zip(leaves, is_key))
+    }
+    meta = {
+      'config_id': self.config_id,
+      'is_key': is_key,
+      'history': history.to_dict(),
+    }
     arrays['meta'] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     folder = os.path.dirname(os.path.abspath(self.path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp',
-                               prefix='.' + os.path.basename(self.path))
+    fd, tmp = tempfile.mkstemp(
+      dir=folder, suffix='.tmp', prefix='.' + os.path.basename(self.path)
+    )
     try:
       with os.fdopen(fd, 'wb') as f:
         np.savez(f, **arrays)
@@ -72,7 +78,7 @@ class ConfigurationCheckpoint:
       return 0
     return len(meta['history']['epoch_seconds'])
 
-  def restore(self, template) -> Optional[tuple[object, training.History]]:
+  def restore(self, template) -> tuple[object, training.History] | None:
     """The saved (state, history) shaped like ``template``, or None when
     there is no checkpoint of this configuration."""
     if not os.path.isfile(self.path):
@@ -83,20 +89,27 @@ class ConfigurationCheckpoint:
         return None
       leaves, treedef = jax.tree.flatten(template)
       if len(meta['is_key']) != len(leaves):
-        raise ValueError(f'checkpoint {self.path} does not match the model '
-                         'and optimizer state; delete it to start afresh')
+        raise ValueError(
+          f'checkpoint {self.path} does not match the model '
+          'and optimizer state; delete it to start afresh'
+        )
       restored = []
       for i, (like, is_key) in enumerate(zip(leaves, meta['is_key'])):
         value = saved[f'leaf_{i}']
         if is_key:
           value = jax.random.wrap_key_data(
-              value, impl=jax.random.key_impl(like))
+            value, impl=jax.random.key_impl(like)
+          )
         if value.shape != like.shape or value.dtype != like.dtype:
-          raise ValueError(f'checkpoint {self.path} does not match the model '
-                           'and optimizer state; delete it to start afresh')
+          raise ValueError(
+            f'checkpoint {self.path} does not match the model '
+            'and optimizer state; delete it to start afresh'
+          )
         restored.append(jax.numpy.asarray(value))
-    return (jax.tree.unflatten(treedef, restored),
-            training.History.from_dict(meta['history']))
+    return (
+      jax.tree.unflatten(treedef, restored),
+      training.History.from_dict(meta['history']),
+    )
 
   def remove(self) -> None:
     if os.path.exists(self.path):

@@ -25,9 +25,10 @@ CIFAR10_DIR = 'cifar-10-batches-py'
 CIFAR10_FILES = tuple(f'data_batch_{i}' for i in range(1, 6)) + ('test_batch',)
 CIFAR10_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz'
 CIFAR10_HELP = (
-    f'give --data-dir a folder holding {CIFAR10_DIR}/ (the python version, '
-    f'{CIFAR10_URL}, extracted), a Hugging Face save_to_disk copy or a '
-    'prepared TensorFlow Datasets cifar10; this job never downloads')
+  f'give --data-dir a folder holding {CIFAR10_DIR}/ (the python version, '
+  f'{CIFAR10_URL}, extracted), a Hugging Face save_to_disk copy or a '
+  'prepared TensorFlow Datasets cifar10; this job never downloads'
+)
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -53,9 +54,18 @@ class Dataset:
     return tuple(self.x_train.shape[1:])
 
 
-def from_arrays(x_train, y_train, x_test, y_test, *, name: str = 'arrays',
-                num_classes: int | None = None, augment: bool = False,
-                mean=None, std=None) -> Dataset:
+def from_arrays(
+  x_train,
+  y_train,
+  x_test,
+  y_test,
+  *,
+  name: str = 'arrays',
+  num_classes: int | None = None,
+  augment: bool = False,
+  mean=None,
+  std=None,
+) -> Dataset:
   """A :class:`Dataset` from user arrays, checked.
 
   Args:
@@ -70,40 +80,61 @@ def from_arrays(x_train, y_train, x_test, y_test, *, name: str = 'arrays',
   Raises:
     ValueError: naming the array that is wrong and what is expected.
   """
-  arrays = {'x_train': np.asarray(x_train), 'y_train': np.asarray(y_train),
-            'x_test': np.asarray(x_test), 'y_test': np.asarray(y_test)}
+  arrays = {
+    'x_train': np.asarray(x_train),
+    'y_train': np.asarray(y_train),
+    'x_test': np.asarray(x_test),
+    'y_test': np.asarray(y_test),
+  }
   for split in ('train', 'test'):
     x, y = arrays['x_' + split], arrays['y_' + split]
     if x.ndim < 2 or x.shape[0] == 0:
-      raise ValueError(f'x_{split} must have an example axis and at least one '
-                       f'feature axis with examples, got shape {x.shape}')
+      raise ValueError(
+        f'x_{split} must have an example axis and at least one '
+        f'feature axis with examples, got shape {x.shape}'
+      )
     if y.shape != (x.shape[0],):
-      raise ValueError(f'y_{split} must have shape ({x.shape[0]},) to match '
-                       f'x_{split}, got {y.shape}')
+      raise ValueError(
+        f'y_{split} must have shape ({x.shape[0]},) to match '
+        f'x_{split}, got {y.shape}'
+      )
     if not np.issubdtype(y.dtype, np.integer):
-      raise ValueError(f'y_{split} must hold integer class labels, got '
-                       f'{y.dtype}')
+      raise ValueError(
+        f'y_{split} must hold integer class labels, got {y.dtype}'
+      )
     if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
       raise ValueError(f'x_{split} must be float or uint8, got {x.dtype}')
   if arrays['x_train'].shape[1:] != arrays['x_test'].shape[1:]:
-    raise ValueError('x_train and x_test must have the same input shape, got '
-                     f"{arrays['x_train'].shape[1:]} and "
-                     f"{arrays['x_test'].shape[1:]}")
+    raise ValueError(
+      'x_train and x_test must have the same input shape, got '
+      f'{arrays["x_train"].shape[1:]} and '
+      f'{arrays["x_test"].shape[1:]}'
+    )
   labels = np.concatenate([arrays['y_train'], arrays['y_test']])
   if num_classes is None:
     num_classes = int(labels.max()) + 1
   if labels.min() < 0 or labels.max() >= num_classes:
-    raise ValueError(f'labels must lie in [0, {num_classes}), got '
-                     f'[{labels.min()}, {labels.max()}]')
+    raise ValueError(
+      f'labels must lie in [0, {num_classes}), got '
+      f'[{labels.min()}, {labels.max()}]'
+    )
   if augment and arrays['x_train'].ndim != 4:
-    raise ValueError('augment=True needs NHWC images, got inputs of shape '
-                     f"{arrays['x_train'].shape[1:]}")
+    raise ValueError(
+      'augment=True needs NHWC images, got inputs of shape '
+      f'{arrays["x_train"].shape[1:]}'
+    )
   cast = lambda x: x if x.dtype == np.uint8 else x.astype(np.float32)
-  return Dataset(name, cast(arrays['x_train']),
-                 arrays['y_train'].astype(np.int32), cast(arrays['x_test']),
-                 arrays['y_test'].astype(np.int32), int(num_classes), augment,
-                 None if mean is None else tuple(mean),
-                 None if std is None else tuple(std))
+  return Dataset(
+    name,
+    cast(arrays['x_train']),
+    arrays['y_train'].astype(np.int32),
+    cast(arrays['x_test']),
+    arrays['y_test'].astype(np.int32),
+    int(num_classes),
+    augment,
+    None if mean is None else tuple(mean),
+    None if std is None else tuple(std),
+  )
 
 
 @functools.lru_cache(maxsize=1)
@@ -117,16 +148,21 @@ def _mnist1d_arrays() -> tuple[np.ndarray, ...]:
   np_state, py_state = np.random.get_state(), random.getstate()
   try:
     try:
-      from mnist1d import data as mnist1d_data  # pylint: disable=g-import-not-at-top
+      from mnist1d import data as mnist1d_data
     except ImportError as e:
       raise DatasetUnavailableError(
-          'MNIST-1D needs the mnist1d package: pip install mnist1d') from e
+        'MNIST-1D needs the mnist1d package: pip install mnist1d'
+      ) from e
     raw = mnist1d_data.make_dataset(mnist1d_data.get_dataset_args())
   finally:
     np.random.set_state(np_state)
     random.setstate(py_state)
-  return (raw['x'].astype(np.float32), raw['y'].astype(np.int32),
-          raw['x_test'].astype(np.float32), raw['y_test'].astype(np.int32))
+  return (
+    raw['x'].astype(np.float32),
+    raw['y'].astype(np.int32),
+    raw['x_test'].astype(np.float32),
+    raw['y_test'].astype(np.int32),
+  )
 
 
 def load_mnist1d() -> Dataset:
@@ -138,14 +174,18 @@ def load_mnist1d() -> Dataset:
 
 def load_digits(test_fraction: float = 0.25, split_seed: int = 0) -> Dataset:
   """scikit-learn's bundled 8x8 digits (1797 images), stratified split."""
-  from sklearn.datasets import load_digits as sk_load_digits  # pylint: disable=g-import-not-at-top
-  from sklearn.model_selection import train_test_split  # pylint: disable=g-import-not-at-top
+  from sklearn.datasets import load_digits as sk_load_digits
+  from sklearn.model_selection import train_test_split
 
   bunch = sk_load_digits()
   images = (bunch.images / 16.0).astype(np.float32)[..., None]
   x_train, x_test, y_train, y_test = train_test_split(
-      images, bunch.target.astype(np.int32), test_size=test_fraction,
-      random_state=split_seed, stratify=bunch.target)
+    images,
+    bunch.target.astype(np.int32),
+    test_size=test_fraction,
+    random_state=split_seed,
+    stratify=bunch.target,
+  )
   return Dataset('digits', x_train, y_train, x_test, y_test, num_classes=10)
 
 
@@ -164,13 +204,15 @@ def find_cifar10_pickles(data_dir: str) -> str | None:
     DatasetUnavailableError: a batch folder exists but lacks some files.
   """
   for candidate in (os.path.join(data_dir, CIFAR10_DIR), data_dir):
-    present = [f for f in CIFAR10_FILES
-               if os.path.isfile(os.path.join(candidate, f))]
+    present = [
+      f for f in CIFAR10_FILES if os.path.isfile(os.path.join(candidate, f))
+    ]
     if present and len(present) < len(CIFAR10_FILES):
       missing = [f for f in CIFAR10_FILES if f not in present]
       raise DatasetUnavailableError(
-          f'CIFAR-10 in {candidate} is incomplete: missing '
-          f"{', '.join(missing)} (need {', '.join(CIFAR10_FILES)})")
+        f'CIFAR-10 in {candidate} is incomplete: missing '
+        f'{", ".join(missing)} (need {", ".join(CIFAR10_FILES)})'
+      )
     if present:
       return candidate
   return None
@@ -178,49 +220,64 @@ def find_cifar10_pickles(data_dir: str) -> str | None:
 
 def load_cifar10_pickles(directory: str) -> tuple[np.ndarray, ...]:
   """Reads data_batch_1..5 and test_batch from ``directory``."""
+
   def read(name):
     with open(os.path.join(directory, name), 'rb') as f:
       return parse_cifar_batch(pickle.load(f, encoding='bytes'))
+
   train = [read(f) for f in CIFAR10_FILES[:-1]]
   x_test, y_test = read('test_batch')
-  return (np.concatenate([x for x, _ in train]),
-          np.concatenate([y for _, y in train]), x_test, y_test)
+  return (
+    np.concatenate([x for x, _ in train]),
+    np.concatenate([y for _, y in train]),
+    x_test,
+    y_test,
+  )
 
 
 def _load_cifar10_tfds(data_dir: str | None):
   """From a prepared TFDS directory; None if tfds is missing or unprepared."""
   try:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    import tensorflow_datasets as tfds
   except ImportError:
     return None
   try:
-    splits = [tfds.as_numpy(tfds.load('cifar10', split=s, batch_size=-1,
-                                      data_dir=data_dir, download=False))
-              for s in ('train', 'test')]
-  except Exception:  # not prepared: tfds raises various errors  pylint: disable=broad-except
+    splits = [
+      tfds.as_numpy(
+        tfds.load(
+          'cifar10', split=s, batch_size=-1, data_dir=data_dir, download=False
+        )
+      )
+      for s in ('train', 'test')
+    ]
+  except Exception:  # not prepared: tfds raises various errors
     return None
   train, test = splits
-  return (np.asarray(train['image'], np.uint8),
-          np.asarray(train['label'], np.int32),
-          np.asarray(test['image'], np.uint8),
-          np.asarray(test['label'], np.int32))
+  return (
+    np.asarray(train['image'], np.uint8),
+    np.asarray(train['label'], np.int32),
+    np.asarray(test['image'], np.uint8),
+    np.asarray(test['label'], np.int32),
+  )
 
 
 def _load_cifar10_hf(data_dir: str | None):
   """From a ``save_to_disk`` copy; None if missing or not importable."""
   if data_dir is None or not os.path.isfile(
-      os.path.join(data_dir, 'dataset_dict.json')):
+    os.path.join(data_dir, 'dataset_dict.json')
+  ):
     return None
   try:
-    import datasets  # pylint: disable=g-import-not-at-top
+    import datasets
   except ImportError:
     return None
   ds = datasets.load_from_disk(data_dir).with_format('numpy')
   image_key = 'img' if 'img' in ds['train'].column_names else 'image'
   return tuple(
-      np.asarray(ds[split][key], dtype)
-      for split in ('train', 'test')
-      for key, dtype in ((image_key, np.uint8), ('label', np.int32)))
+    np.asarray(ds[split][key], dtype)
+    for split in ('train', 'test')
+    for key, dtype in ((image_key, np.uint8), ('label', np.int32))
+  )
 
 
 def load_cifar10(data_dir: str | None) -> Dataset:
@@ -236,10 +293,20 @@ def load_cifar10(data_dir: str | None) -> Dataset:
     arrays = _load_cifar10_tfds(data_dir)
   if arrays is None:
     raise DatasetUnavailableError(
-        f'CIFAR-10 not found in --data-dir {data_dir!r}: {CIFAR10_HELP}')
+      f'CIFAR-10 not found in --data-dir {data_dir!r}: {CIFAR10_HELP}'
+    )
   x_train, y_train, x_test, y_test = arrays
-  return Dataset('cifar10', x_train, y_train, x_test, y_test, num_classes=10,
-                 augment=True, mean=CIFAR10_MEAN, std=CIFAR10_STD)
+  return Dataset(
+    'cifar10',
+    x_train,
+    y_train,
+    x_test,
+    y_test,
+    num_classes=10,
+    augment=True,
+    mean=CIFAR10_MEAN,
+    std=CIFAR10_STD,
+  )
 
 
 def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
@@ -253,20 +320,30 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
   raise ValueError(f'unknown dataset {name!r}; choose from {DATASETS}')
 
 
-def holdout_validation(dataset: Dataset, fraction: float,
-                       seed: int = 0) -> Dataset:
+def holdout_validation(
+  dataset: Dataset, fraction: float, seed: int = 0
+) -> Dataset:
   """Replaces the test set by a stratified ``fraction`` of the training set,
   for choosing hyperparameters without looking at the test set."""
-  from sklearn.model_selection import train_test_split  # pylint: disable=g-import-not-at-top
+  from sklearn.model_selection import train_test_split
 
   if not 0.0 < fraction < 1.0:
     raise ValueError(f'validation fraction must lie in (0, 1), got {fraction}')
   x_train, x_val, y_train, y_val = train_test_split(
-      dataset.x_train, dataset.y_train, test_size=fraction,
-      random_state=seed, stratify=dataset.y_train)
-  return dataclasses.replace(dataset, name=dataset.name + '-validation',
-                             x_train=x_train, y_train=y_train, x_test=x_val,
-                             y_test=y_val)
+    dataset.x_train,
+    dataset.y_train,
+    test_size=fraction,
+    random_state=seed,
+    stratify=dataset.y_train,
+  )
+  return dataclasses.replace(
+    dataset,
+    name=dataset.name + '-validation',
+    x_train=x_train,
+    y_train=y_train,
+    x_test=x_val,
+    y_test=y_val,
+  )
 
 
 def normalize(inputs: jax.Array, dataset: Dataset) -> jax.Array:
@@ -279,8 +356,9 @@ def normalize(inputs: jax.Array, dataset: Dataset) -> jax.Array:
   return x
 
 
-def random_crop_flip(key: jax.Array, images: jax.Array,
-                     pad: int = 4) -> jax.Array:
+def random_crop_flip(
+  key: jax.Array, images: jax.Array, pad: int = 4
+) -> jax.Array:
   """Per image: zero-pad by ``pad``, crop back at a random offset, and flip
   horizontally with probability 1/2 (torchvision's RandomCrop + Flip)."""
   n, h, w, _ = images.shape
@@ -290,8 +368,9 @@ def random_crop_flip(key: jax.Array, images: jax.Array,
   padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
 
   def one(image, offset, flip):
-    crop = jax.lax.dynamic_slice(image, (offset[0], offset[1], 0),
-                                 (h, w, image.shape[-1]))
+    crop = jax.lax.dynamic_slice(
+      image, (offset[0], offset[1], 0), (h, w, image.shape[-1])
+    )
     return jnp.where(flip, crop[:, ::-1], crop)
 
   return jax.vmap(one)(padded, offsets, flips)

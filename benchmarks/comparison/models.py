@@ -11,20 +11,22 @@ mutating the module's mode (this works the same across Flax versions).
 import inspect
 import math
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 
 def _torch_uniform(fan_in: int):
   """PyTorch's default Linear/Conv initialiser: U(-1/sqrt(fan_in), +)."""
   bound = 1.0 / math.sqrt(fan_in)
   return lambda key, shape, dtype=jnp.float32: jax.random.uniform(
-      key, shape, dtype, -bound, bound)
+    key, shape, dtype, -bound, bound
+  )
 
 
-def conv1d(x: jax.Array, kernel: jax.Array, bias: jax.Array, stride: int,
-           padding: int) -> jax.Array:
+def conv1d(
+  x: jax.Array, kernel: jax.Array, bias: jax.Array, stride: int, padding: int
+) -> jax.Array:
   """1-D convolution (NWC input, WIO kernel) as one patch matrix times the
   kernel.
 
@@ -39,36 +41,53 @@ def conv1d(x: jax.Array, kernel: jax.Array, bias: jax.Array, stride: int,
   width, in_channels, out_channels = kernel.shape
   length = x.shape[1]
   out_len = (length + 2 * padding - width) // stride + 1
-  total = -(-max(stride * (out_len - 1) + width, length + 2 * padding)
-            // stride) * stride
+  total = (
+    -(-max(stride * (out_len - 1) + width, length + 2 * padding) // stride)
+    * stride
+  )
   padded = jnp.pad(x, ((0, 0), (padding, total - length - padding), (0, 0)))
   phases = padded.reshape(x.shape[0], total // stride, stride, in_channels)
   patches = jnp.concatenate(
-      [phases[:, tap // stride:tap // stride + out_len, tap % stride, :]
-       for tap in range(width)], axis=-1)  # (N, out_len, width * in)
+    [
+      phases[:, tap // stride : tap // stride + out_len, tap % stride, :]
+      for tap in range(width)
+    ],
+    axis=-1,
+  )  # (N, out_len, width * in)
   return patches @ kernel.reshape(width * in_channels, out_channels) + bias
 
 
 class Conv1D(nnx.Module):
   """A 1-D convolution layer (NWC) with PyTorch's default initialisation."""
 
-  def __init__(self, in_channels: int, out_channels: int, width: int, *,
-               stride: int, padding: int, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_channels: int,
+    out_channels: int,
+    width: int,
+    *,
+    stride: int,
+    padding: int,
+    rngs: nnx.Rngs,
+  ):
     init = _torch_uniform(in_channels * width)
-    self.kernel = nnx.Param(init(rngs.params(), (width, in_channels,
-                                                 out_channels)))
+    self.kernel = nnx.Param(
+      init(rngs.params(), (width, in_channels, out_channels))
+    )
     self.bias = nnx.Param(init(rngs.params(), (out_channels,)))
     self.stride, self.padding = stride, padding
 
   def __call__(self, x):
-    return conv1d(x, self.kernel[...], self.bias[...], self.stride,
-                  self.padding)
+    return conv1d(
+      x, self.kernel[...], self.bias[...], self.stride, self.padding
+    )
 
 
 def _torch_linear(fan_in: int, fan_out: int, rngs: nnx.Rngs) -> nnx.Linear:
   init = _torch_uniform(fan_in)
-  return nnx.Linear(fan_in, fan_out, kernel_init=init, bias_init=init,
-                    rngs=rngs)
+  return nnx.Linear(
+    fan_in, fan_out, kernel_init=init, bias_init=init, rngs=rngs
+  )
 
 
 class ConvBase(nnx.Module):
@@ -76,8 +95,9 @@ class ConvBase(nnx.Module):
   widths 5, 3, 3, padding 1) with ReLU, flattened into a linear head
   (5,210 parameters on signals of length 40)."""
 
-  def __init__(self, length: int, num_classes: int, *, rngs: nnx.Rngs,
-               channels: int = 25):
+  def __init__(
+    self, length: int, num_classes: int, *, rngs: nnx.Rngs, channels: int = 25
+  ):
     self.conv1 = Conv1D(1, channels, 5, stride=2, padding=1, rngs=rngs)
     self.conv2 = Conv1D(channels, channels, 3, stride=2, padding=1, rngs=rngs)
     self.conv3 = Conv1D(channels, channels, 3, stride=2, padding=1, rngs=rngs)
@@ -96,8 +116,9 @@ class ConvBase(nnx.Module):
 class MLP1D(nnx.Module):
   """The MNIST-1D paper's MLP: 40-100-100-10 with ReLU."""
 
-  def __init__(self, length: int, num_classes: int, *, rngs: nnx.Rngs,
-               hidden: int = 100):
+  def __init__(
+    self, length: int, num_classes: int, *, rngs: nnx.Rngs, hidden: int = 100
+  ):
     self.fc1 = _torch_linear(length, hidden, rngs)
     self.fc2 = _torch_linear(hidden, hidden, rngs)
     self.head = _torch_linear(hidden, num_classes, rngs)
@@ -112,8 +133,9 @@ class MLP1D(nnx.Module):
 class MLP(nnx.Module):
   """Two hidden layers with LayerNorm; a baseline for small images."""
 
-  def __init__(self, in_shape, num_classes: int, *, rngs: nnx.Rngs,
-               hidden: int = 256):
+  def __init__(
+    self, in_shape, num_classes: int, *, rngs: nnx.Rngs, hidden: int = 256
+  ):
     height, width, channels = in_shape
     self.fc1 = nnx.Linear(height * width * channels, hidden, rngs=rngs)
     self.norm1 = nnx.LayerNorm(hidden, rngs=rngs)
@@ -132,15 +154,15 @@ class MLP(nnx.Module):
 class SmallCNN(nnx.Module):
   """Conv-BN-ReLU x2, pool, conv-BN-ReLU, global pool, linear (~30k params)."""
 
-  def __init__(self, in_shape, num_classes: int, *, rngs: nnx.Rngs,
-               width: int = 32):
+  def __init__(
+    self, in_shape, num_classes: int, *, rngs: nnx.Rngs, width: int = 32
+  ):
     channels = in_shape[-1]
     self.conv1 = nnx.Conv(channels, width, (3, 3), use_bias=False, rngs=rngs)
     self.bn1 = nnx.BatchNorm(width, momentum=0.9, rngs=rngs)
     self.conv2 = nnx.Conv(width, width, (3, 3), use_bias=False, rngs=rngs)
     self.bn2 = nnx.BatchNorm(width, momentum=0.9, rngs=rngs)
-    self.conv3 = nnx.Conv(width, 2 * width, (3, 3), use_bias=False,
-                          rngs=rngs)
+    self.conv3 = nnx.Conv(width, 2 * width, (3, 3), use_bias=False, rngs=rngs)
     self.bn3 = nnx.BatchNorm(2 * width, momentum=0.9, rngs=rngs)
     self.head = nnx.Linear(2 * width, num_classes, rngs=rngs)
 
@@ -156,19 +178,29 @@ class SmallCNN(nnx.Module):
 class BasicBlock(nnx.Module):
   """ResNet basic block (two 3x3 convs) with a 1x1 projection shortcut."""
 
-  def __init__(self, in_planes: int, planes: int, stride: int, *,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, in_planes: int, planes: int, stride: int, *, rngs: nnx.Rngs
+  ):
     pad = ((1, 1), (1, 1))
-    self.conv1 = nnx.Conv(in_planes, planes, (3, 3), stride, padding=pad,
-                          use_bias=False, rngs=rngs)
+    self.conv1 = nnx.Conv(
+      in_planes, planes, (3, 3), stride, padding=pad, use_bias=False, rngs=rngs
+    )
     self.bn1 = nnx.BatchNorm(planes, momentum=0.9, rngs=rngs)
-    self.conv2 = nnx.Conv(planes, planes, (3, 3), 1, padding=pad,
-                          use_bias=False, rngs=rngs)
+    self.conv2 = nnx.Conv(
+      planes, planes, (3, 3), 1, padding=pad, use_bias=False, rngs=rngs
+    )
     self.bn2 = nnx.BatchNorm(planes, momentum=0.9, rngs=rngs)
     self.project = stride != 1 or in_planes != planes
     if self.project:
-      self.short_conv = nnx.Conv(in_planes, planes, (1, 1), stride,
-                                 padding='VALID', use_bias=False, rngs=rngs)
+      self.short_conv = nnx.Conv(
+        in_planes,
+        planes,
+        (1, 1),
+        stride,
+        padding='VALID',
+        use_bias=False,
+        rngs=rngs,
+      )
       self.short_bn = nnx.BatchNorm(planes, momentum=0.9, rngs=rngs)
 
   def __call__(self, x, train: bool):
@@ -186,8 +218,15 @@ class ResNet18(nnx.Module):
 
   def __init__(self, in_shape, num_classes: int, *, rngs: nnx.Rngs):
     channels = in_shape[-1]
-    self.stem = nnx.Conv(channels, 64, (3, 3), 1, padding=((1, 1), (1, 1)),
-                         use_bias=False, rngs=rngs)
+    self.stem = nnx.Conv(
+      channels,
+      64,
+      (3, 3),
+      1,
+      padding=((1, 1), (1, 1)),
+      use_bias=False,
+      rngs=rngs,
+    )
     self.stem_bn = nnx.BatchNorm(64, momentum=0.9, rngs=rngs)
     blocks, in_planes = [], 64
     for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
@@ -209,8 +248,9 @@ _SIGNAL_MODELS = {'cnn': ConvBase, 'mlp': MLP1D}
 _IMAGE_MODELS = {'cnn': SmallCNN, 'mlp': MLP, 'resnet18': ResNet18}
 
 
-def make_model(name: str, input_shape, num_classes: int,
-               rngs: nnx.Rngs) -> nnx.Module:
+def make_model(
+  name: str, input_shape, num_classes: int, rngs: nnx.Rngs
+) -> nnx.Module:
   """Builds bundled model ``name`` for inputs of ``input_shape``.
 
   Signals ``(length,)`` get the MNIST-1D models (``cnn``: ConvBase, ``mlp``:
@@ -221,8 +261,10 @@ def make_model(name: str, input_shape, num_classes: int,
   table = _SIGNAL_MODELS if len(input_shape) == 1 else _IMAGE_MODELS
   if name not in table:
     kind = 'signals' if len(input_shape) == 1 else 'images'
-    raise ValueError(f'model {name!r} does not take {kind} of shape '
-                     f'{input_shape}; choose from {sorted(table)}')
+    raise ValueError(
+      f'model {name!r} does not take {kind} of shape '
+      f'{input_shape}; choose from {sorted(table)}'
+    )
   if len(input_shape) == 1:
     return table[name](input_shape[0], num_classes, rngs=rngs)
   return table[name](input_shape, num_classes, rngs=rngs)
@@ -230,8 +272,9 @@ def make_model(name: str, input_shape, num_classes: int,
 
 def model_names(input_shape) -> tuple[str, ...]:
   """The bundled models that take inputs of ``input_shape``."""
-  return tuple(sorted(_SIGNAL_MODELS if len(tuple(input_shape)) == 1
-                      else _IMAGE_MODELS))
+  return tuple(
+    sorted(_SIGNAL_MODELS if len(tuple(input_shape)) == 1 else _IMAGE_MODELS)
+  )
 
 
 def takes_train_flag(model: nnx.Module) -> bool:
@@ -239,7 +282,8 @@ def takes_train_flag(model: nnx.Module) -> bool:
   with BatchNorm or dropout); otherwise the model is called as ``model(x)``."""
   params = inspect.signature(type(model).__call__).parameters
   return 'train' in params or any(
-      p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
+    p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()
+  )
 
 
 _MERGE_HAS_COPY = 'copy' in inspect.signature(nnx.merge).parameters

@@ -6,7 +6,7 @@ Weight decay follows the paper's code: SGD-M and Adam add it to the gradient
 """
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -15,8 +15,13 @@ import optax
 import pnm_optax
 
 OPTIMIZERS = ('pnm', 'adapnm', 'sgdm', 'adam', 'adamw')
-LABELS = {'pnm': 'PNM', 'adapnm': 'AdaPNM', 'sgdm': 'SGD-M', 'adam': 'Adam',
-          'adamw': 'AdamW'}
+LABELS = {
+  'pnm': 'PNM',
+  'adapnm': 'AdaPNM',
+  'sgdm': 'SGD-M',
+  'adam': 'Adam',
+  'adamw': 'AdamW',
+}
 DECOUPLED = ('pnm', 'adapnm', 'adamw')  # weight decay p *= 1 - lr * wd
 # PNM and AdaPNM against the baseline each one extends.
 BASELINE_PAIRS = (('pnm', 'sgdm'), ('adapnm', 'adam'), ('adapnm', 'adamw'))
@@ -24,29 +29,29 @@ SCHEDULES = ('step', 'cosine', 'constant')
 
 _ADAM_KEYS = ('lr', 'weight_decay', 'b1', 'b2', 'eps')
 HPARAM_KEYS = {
-    'pnm': ('lr', 'weight_decay', 'b1', 'b0'),
-    'adapnm': _ADAM_KEYS + ('b0',),
-    'sgdm': ('lr', 'weight_decay', 'momentum'),
-    'adam': _ADAM_KEYS,
-    'adamw': _ADAM_KEYS,
+  'pnm': ('lr', 'weight_decay', 'b1', 'b0'),
+  'adapnm': _ADAM_KEYS + ('b0',),
+  'sgdm': ('lr', 'weight_decay', 'momentum'),
+  'adam': _ADAM_KEYS,
+  'adamw': _ADAM_KEYS,
 }
 _BASE = {
-    'pnm': {'b1': 0.9, 'b0': 1.0},
-    'adapnm': {'b1': 0.9, 'b2': 0.999, 'eps': 1e-8, 'b0': 1.0},
-    'sgdm': {'momentum': 0.9},
-    'adam': {'b1': 0.9, 'b2': 0.999, 'eps': 1e-8},
-    'adamw': {'b1': 0.9, 'b2': 0.999, 'eps': 1e-8},
+  'pnm': {'b1': 0.9, 'b0': 1.0},
+  'adapnm': {'b1': 0.9, 'b2': 0.999, 'eps': 1e-8, 'b0': 1.0},
+  'sgdm': {'momentum': 0.9},
+  'adam': {'b1': 0.9, 'b2': 0.999, 'eps': 1e-8},
+  'adamw': {'b1': 0.9, 'b2': 0.999, 'eps': 1e-8},
 }
 
 # The authors' CIFAR-10 settings (pnm_cifar10_demo.ipynb): base weight decay
 # 5e-4; SGD-M and Adam add it to the gradient; PNM decays decoupled at lr 1
 # (5e-4 per step); AdamW and AdaPNM get 5e-4 / lr, the same 5e-4 per step.
 PAPER_HPARAMS = {
-    'pnm': {'lr': 1.0, 'weight_decay': 5e-4},
-    'adapnm': {'lr': 1e-3, 'weight_decay': 0.5},
-    'sgdm': {'lr': 0.1, 'weight_decay': 5e-4},
-    'adam': {'lr': 1e-3, 'weight_decay': 5e-4},
-    'adamw': {'lr': 1e-3, 'weight_decay': 0.5},
+  'pnm': {'lr': 1.0, 'weight_decay': 5e-4},
+  'adapnm': {'lr': 1e-3, 'weight_decay': 0.5},
+  'sgdm': {'lr': 0.1, 'weight_decay': 5e-4},
+  'adam': {'lr': 1e-3, 'weight_decay': 5e-4},
+  'adamw': {'lr': 1e-3, 'weight_decay': 0.5},
 }
 # MNIST-1D (no weight decay, as the MNIST-1D paper): the learning rates that
 # ``--study full`` picked on a validation split (docs/generalization.md), at
@@ -54,12 +59,20 @@ PAPER_HPARAMS = {
 # centred on SGD-M 0.1, Adam 0.01 (the MNIST-1D paper's) and PNM/AdaPNM at
 # about the same mean step (PNM: 22x SGD-M's lr, AdaPNM: 2x Adam's).
 MNIST1D_HPARAMS = {
-    'cnn': {'pnm': {'lr': 2.0}, 'adapnm': {'lr': 2e-2},
-            'sgdm': {'lr': 0.1}, 'adam': {'lr': 2e-2},
-            'adamw': {'lr': 2e-2}},
-    'mlp': {'pnm': {'lr': 4.0}, 'adapnm': {'lr': 2e-2},
-            'sgdm': {'lr': 0.2}, 'adam': {'lr': 2e-2},
-            'adamw': {'lr': 1e-2}},
+  'cnn': {
+    'pnm': {'lr': 2.0},
+    'adapnm': {'lr': 2e-2},
+    'sgdm': {'lr': 0.1},
+    'adam': {'lr': 2e-2},
+    'adamw': {'lr': 2e-2},
+  },
+  'mlp': {
+    'pnm': {'lr': 4.0},
+    'adapnm': {'lr': 2e-2},
+    'sgdm': {'lr': 0.2},
+    'adam': {'lr': 2e-2},
+    'adamw': {'lr': 1e-2},
+  },
 }
 
 
@@ -76,17 +89,25 @@ def default_hparams(dataset: str, model: str | None, name: str) -> dict:
 def check_hparams(name: str, overrides: Mapping[str, object]) -> None:
   """Raises ValueError naming an unknown key or a value out of range."""
   if name not in OPTIMIZERS:
-    raise ValueError(f'unknown optimizer {name!r}; choose from '
-                     f"{', '.join(OPTIMIZERS)}")
+    raise ValueError(
+      f'unknown optimizer {name!r}; choose from {", ".join(OPTIMIZERS)}'
+    )
   if not isinstance(overrides, Mapping):
-    raise ValueError(f'hyperparameters of {name} must be a JSON object such '
-                     f'as {{"lr": 0.1}}, got {overrides!r}')
+    raise ValueError(
+      f'hyperparameters of {name} must be a JSON object such '
+      f'as {{"lr": 0.1}}, got {overrides!r}'
+    )
   for key, value in overrides.items():
     if key not in HPARAM_KEYS[name]:
-      raise ValueError(f'unknown hyperparameter {key!r} for {name}; allowed: '
-                       f"{', '.join(HPARAM_KEYS[name])}")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-        not math.isfinite(value)):
+      raise ValueError(
+        f'unknown hyperparameter {key!r} for {name}; allowed: '
+        f'{", ".join(HPARAM_KEYS[name])}'
+      )
+    if (
+      isinstance(value, bool)
+      or not isinstance(value, (int, float))
+      or (not math.isfinite(value))
+    ):
       raise ValueError(f'{name} {key} must be a finite number, got {value!r}')
     if key == 'lr' and value <= 0:
       raise ValueError(f'{name} lr must be > 0, got {value}')
@@ -108,8 +129,9 @@ def match_decay_per_step(name: str, hp: dict, decay_per_step: float) -> dict:
   return {**hp, 'weight_decay': decay_per_step / hp['lr']}
 
 
-def lr_multiplier(schedule: str, epochs: int,
-                  steps_per_epoch: int) -> optax.Schedule:
+def lr_multiplier(
+  schedule: str, epochs: int, steps_per_epoch: int
+) -> optax.Schedule:
   """Shared schedule, as a multiplier of each optimizer's base lr.
 
   ``step``: x0.1 at 40% and 80% of the epochs (epochs 80 and 160 of 200, as
@@ -137,28 +159,40 @@ def kernels_only(params):
   return jax.tree.map(lambda p: jnp.ndim(p) > 1, params)
 
 
-def make_optimizer(name: str, hp: Mapping[str, float],
-                   multiplier: optax.Schedule,
-                   mask=None) -> optax.GradientTransformation:
+def make_optimizer(
+  name: str, hp: Mapping[str, float], multiplier: optax.Schedule, mask=None
+) -> optax.GradientTransformation:
   """The optax transformation for optimizer ``name`` with hyperparameters
   ``hp`` (all keys of :data:`HPARAM_KEYS`) and learning rate
   ``hp['lr'] * multiplier(step)``."""
   base_lr, wd = hp['lr'], hp['weight_decay']
   lr = lambda step: base_lr * multiplier(step)
   if name == 'pnm':
-    return pnm_optax.pnm(lr, b1=hp['b1'], b0=hp['b0'], weight_decay=wd,
-                         mask=mask)
+    return pnm_optax.pnm(
+      lr, b1=hp['b1'], b0=hp['b0'], weight_decay=wd, mask=mask
+    )
   if name == 'adapnm':
-    return pnm_optax.adapnm(lr, b1=hp['b1'], b2=hp['b2'], b0=hp['b0'],
-                            eps=hp['eps'], weight_decay=wd, mask=mask)
+    return pnm_optax.adapnm(
+      lr,
+      b1=hp['b1'],
+      b2=hp['b2'],
+      b0=hp['b0'],
+      eps=hp['eps'],
+      weight_decay=wd,
+      mask=mask,
+    )
   if name == 'sgdm':
-    return optax.chain(optax.add_decayed_weights(wd, mask),
-                       optax.sgd(lr, momentum=hp['momentum']))
+    return optax.chain(
+      optax.add_decayed_weights(wd, mask),
+      optax.sgd(lr, momentum=hp['momentum']),
+    )
   if name == 'adam':
-    return optax.chain(optax.add_decayed_weights(wd, mask),
-                       optax.adam(lr, b1=hp['b1'], b2=hp['b2'],
-                                  eps=hp['eps']))
+    return optax.chain(
+      optax.add_decayed_weights(wd, mask),
+      optax.adam(lr, b1=hp['b1'], b2=hp['b2'], eps=hp['eps']),
+    )
   if name == 'adamw':
-    return optax.adamw(lr, b1=hp['b1'], b2=hp['b2'], eps=hp['eps'],
-                       weight_decay=wd, mask=mask)
+    return optax.adamw(
+      lr, b1=hp['b1'], b2=hp['b2'], eps=hp['eps'], weight_decay=wd, mask=mask
+    )
   raise ValueError(f'unknown optimizer {name!r}; choose from {OPTIMIZERS}')

@@ -8,10 +8,12 @@ Errors are in percent, as in the tables; bands are mean +- std over seeds.
 """
 
 import io
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
-from matplotlib import figure
 import numpy as np
+from matplotlib import figure
+
+from benchmarks.comparison import optimizers as opt_lib
 
 
 class Figure(figure.Figure):
@@ -23,11 +25,12 @@ class Figure(figure.Figure):
     self.savefig(buffer, format='png', dpi=100)
     return buffer.getvalue()
 
-from benchmarks.comparison import optimizers as opt_lib
 
-_PANELS = (('train_loss', 'training loss', 1.0, True),
-           ('train_error', 'training error %', 100.0, False),
-           ('test_error', '{split} error %', 100.0, False))
+_PANELS = (
+  ('train_loss', 'training loss', 1.0, True),
+  ('train_error', 'training error %', 100.0, False),
+  ('test_error', '{split} error %', 100.0, False),
+)
 
 
 def mean_std_per_epoch(per_seed) -> tuple[np.ndarray, np.ndarray]:
@@ -39,13 +42,17 @@ def mean_std_per_epoch(per_seed) -> tuple[np.ndarray, np.ndarray]:
   filled = np.where(ok, arr, 0.0)
   mean = np.where(count > 0, filled.sum(0) / np.maximum(count, 1), np.nan)
   dev = np.where(ok, arr - mean, 0.0)
-  var = (dev ** 2).sum(0) / np.maximum(count - 1, 1)
+  var = (dev**2).sum(0) / np.maximum(count - 1, 1)
   return mean, np.where(count > 0, np.sqrt(var), np.nan)
 
 
-def curves_figure(curves: Mapping[str, Mapping], *, title: str = '',
-                  split: str = 'test',
-                  lr_drops: Sequence[int] = ()) -> Figure:
+def curves_figure(
+  curves: Mapping[str, Mapping],
+  *,
+  title: str = '',
+  split: str = 'test',
+  lr_drops: Sequence[int] = (),
+) -> Figure:
   """Training loss, training error and ``split`` error per epoch.
 
   Args:
@@ -66,14 +73,30 @@ def curves_figure(curves: Mapping[str, Mapping], *, title: str = '',
     for name, c in curves.items():
       epochs = np.asarray(c['epoch'])
       mean, std = mean_std_per_epoch(c[key])
-      line, = ax.plot(epochs, scale * mean, marker='o', markersize=3,
-                      markevery=max(1, len(epochs) // 25),
-                      label=opt_lib.LABELS.get(name, name))
-      ax.fill_between(epochs, scale * (mean - std), scale * (mean + std),
-                      color=line.get_color(), alpha=0.2, linewidth=0)
+      (line,) = ax.plot(
+        epochs,
+        scale * mean,
+        marker='o',
+        markersize=3,
+        markevery=max(1, len(epochs) // 25),
+        label=opt_lib.LABELS.get(name, name),
+      )
+      ax.fill_between(
+        epochs,
+        scale * (mean - std),
+        scale * (mean + std),
+        color=line.get_color(),
+        alpha=0.2,
+        linewidth=0,
+      )
     for i, drop in enumerate(lr_drops):
-      ax.axvline(drop + 0.5, color='0.4', linestyle=':', linewidth=1,
-                 label='lr / 10' if i == 0 else None)
+      ax.axvline(
+        drop + 0.5,
+        color='0.4',
+        linestyle=':',
+        linewidth=1,
+        label='lr / 10' if i == 0 else None,
+      )
     ax.set_xlabel('epoch')
     ax.set_ylabel(label.format(split=split))
     if log:
@@ -85,25 +108,53 @@ def curves_figure(curves: Mapping[str, Mapping], *, title: str = '',
   return fig
 
 
-def final_errors_figure(summary: Mapping[str, Mapping], *, title: str = '',
-                        reference: Optional[Mapping[str, float]] = None,
-                        reference_label: str = 'reference') -> Figure:
+def final_errors_figure(
+  summary: Mapping[str, Mapping],
+  *,
+  title: str = '',
+  reference: Mapping[str, float] | None = None,
+  reference_label: str = 'reference',
+) -> Figure:
   """Final test error per optimizer (bar: mean, whisker: std over seeds),
   with ``reference`` values (%, e.g. the paper's) as black marks."""
   names = list(summary)
-  mean = np.array([np.nan if summary[n]['test_error_mean'] is None else
-                   100 * summary[n]['test_error_mean'] for n in names])
-  std = np.array([0.0 if summary[n]['test_error_std'] is None else
-                  100 * summary[n]['test_error_std'] for n in names])
+  mean = np.array(
+    [
+      np.nan
+      if summary[n]['test_error_mean'] is None
+      else 100 * summary[n]['test_error_mean']
+      for n in names
+    ]
+  )
+  std = np.array(
+    [
+      0.0
+      if summary[n]['test_error_std'] is None
+      else 100 * summary[n]['test_error_std']
+      for n in names
+    ]
+  )
   fig = Figure(figsize=(6.5, 3.8), layout='constrained')
   ax = fig.subplots()
   x = np.arange(len(names))
-  ax.bar(x, mean, yerr=std, capsize=4, color='tab:blue', alpha=0.8,
-         label='this run (mean +- std over seeds)')
+  ax.bar(
+    x,
+    mean,
+    yerr=std,
+    capsize=4,
+    color='tab:blue',
+    alpha=0.8,
+    label='this run (mean +- std over seeds)',
+  )
   if reference:
-    ax.plot([i for i, n in enumerate(names) if n in reference],
-            [reference[n] for n in names if n in reference], 'k_',
-            markersize=25, markeredgewidth=2, label=reference_label)
+    ax.plot(
+      [i for i, n in enumerate(names) if n in reference],
+      [reference[n] for n in names if n in reference],
+      'k_',
+      markersize=25,
+      markeredgewidth=2,
+      label=reference_label,
+    )
   ax.set_xticks(x, [opt_lib.LABELS.get(n, n) for n in names])
   ax.set_ylabel('test error %')
   ax.grid(axis='y', alpha=0.3)
@@ -121,14 +172,28 @@ def grid_figure(grid: Mapping[str, Mapping], *, title: str = '') -> Figure:
   ax = fig.subplots()
   for name, search in grid.items():
     lrs = [p['lr'] for p in search['grid']]
-    errors = [np.nan if p['validation_error'] is None or not np.isfinite(
-        p['validation_error']) else 100 * p['validation_error']
-              for p in search['grid']]
-    line, = ax.plot(lrs, errors, marker='o', markersize=4,
-                    label=opt_lib.LABELS.get(name, name))
+    errors = [
+      np.nan
+      if p['validation_error'] is None or not np.isfinite(p['validation_error'])
+      else 100 * p['validation_error']
+      for p in search['grid']
+    ]
+    (line,) = ax.plot(
+      lrs,
+      errors,
+      marker='o',
+      markersize=4,
+      label=opt_lib.LABELS.get(name, name),
+    )
     picked = errors[lrs.index(search['picked'])]
-    ax.plot([search['picked']], [picked], 'o', markersize=11,
-            markerfacecolor='none', color=line.get_color())
+    ax.plot(
+      [search['picked']],
+      [picked],
+      'o',
+      markersize=11,
+      markerfacecolor='none',
+      color=line.get_color(),
+    )
   ax.set_xscale('log')
   ax.set_xlabel('learning rate')
   ax.set_ylabel('validation error %')

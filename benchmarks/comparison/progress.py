@@ -10,7 +10,7 @@ used).
 
 import sys
 import time
-from typing import Optional, TextIO
+from typing import TextIO
 
 from benchmarks import reporting
 from benchmarks.comparison import training
@@ -34,9 +34,13 @@ class Progress:
     quiet: print nothing at all.
   """
 
-  def __init__(self, bar: Optional[bool] = None,
-               stream: Optional[TextIO] = None, interval_s: float = 5.0,
-               quiet: bool = False):
+  def __init__(
+    self,
+    bar: bool | None = None,
+    stream: TextIO | None = None,
+    interval_s: float = 5.0,
+    quiet: bool = False,
+  ):
     self.stream = stream or sys.stdout
     if bar is None:
       bar = hasattr(self.stream, 'isatty') and self.stream.isatty()
@@ -61,9 +65,17 @@ class Progress:
     if done:
       self.message(f'{label}: resuming at epoch {done + 1} of {epochs}')
     if self.bar_enabled:
-      from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-      self._bar = tqdm(total=epochs, initial=done, desc=label, unit='epoch',
-                       file=self.stream, leave=False, dynamic_ncols=True)
+      from tqdm import tqdm
+
+      self._bar = tqdm(
+        total=epochs,
+        initial=done,
+        desc=label,
+        unit='epoch',
+        file=self.stream,
+        leave=False,
+        dynamic_ncols=True,
+      )
 
   def epoch(self, history: training.History, epochs: int) -> None:
     """An epoch finished (the trainer's ``on_epoch`` callback)."""
@@ -78,8 +90,10 @@ class Progress:
     done = history.epochs_done
     if now - self._last >= self.interval_s and done < epochs:
       self._last = now
-      self.message(f'{self._label}: epoch {done}/{epochs}, {text}, '
-                   f'{history.epoch_seconds[-1]:.2f} s/epoch')
+      self.message(
+        f'{self._label}: epoch {done}/{epochs}, {text}, '
+        f'{history.epoch_seconds[-1]:.2f} s/epoch'
+      )
 
   def finish(self, history: training.History, skipped: bool = False) -> None:
     """A configuration finished (or was found finished in the results)."""
@@ -90,8 +104,13 @@ class Progress:
       self.message(f'{self._label}: already in the results, skipped')
       return
     diverged = sum(d is not None for d in history.diverged_at)
-    note = f', {diverged} of {len(history.seeds)} seeds diverged' if (
-        diverged) else ''
-    self.message(f'{self._label}: {history.epochs_done} epochs, '
-                 f'{_error_text(history)}{note}, '
-                 f'{reporting.fmt(sum(history.epoch_seconds), ".1f")} s')
+    note = (
+      f', {diverged} of {len(history.seeds)} seeds diverged'
+      if (diverged)
+      else ''
+    )
+    self.message(
+      f'{self._label}: {history.epochs_done} epochs, '
+      f'{_error_text(history)}{note}, '
+      f'{reporting.fmt(sum(history.epoch_seconds), ".1f")} s'
+    )

@@ -12,7 +12,7 @@ learning rate may lie outside what was tried.
 
 import dataclasses
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
 
 
 def round_lr(lr: float) -> float:
@@ -28,7 +28,7 @@ def initial_grid(center: float, points: int, ratio: float) -> list[float]:
   if not ratio > 1:
     raise ValueError(f'grid ratio must be > 1, got {ratio}')
   low = -(points // 2)
-  return [round_lr(center * ratio ** k) for k in range(low, low + points)]
+  return [round_lr(center * ratio**k) for k in range(low, low + points)]
 
 
 @dataclasses.dataclass
@@ -44,10 +44,11 @@ class GridSearch:
       point tried (with a grid of more than one point), or ``'low'`` when
       every point diverged; else None.
   """
+
   scores: dict
   picked: float
   extensions: int
-  at_edge: Optional[str]
+  at_edge: str | None
 
   @property
   def grid(self) -> list[float]:
@@ -59,7 +60,7 @@ def _best(scores: dict) -> float:
   return min(scores, key=lambda lr: (scores[lr], lr))
 
 
-def _edge(scores: dict, best: float) -> Optional[str]:
+def _edge(scores: dict, best: float) -> str | None:
   if math.isinf(scores[best]):
     return 'low'  # every point diverged: the learning rates are too high
   if len(scores) < 2:
@@ -68,8 +69,13 @@ def _edge(scores: dict, best: float) -> Optional[str]:
   return 'low' if best == grid[0] else 'high' if best == grid[-1] else None
 
 
-def search(score: Callable[[float], float], center: float, points: int,
-           ratio: float, max_extensions: int) -> GridSearch:
+def search(
+  score: Callable[[float], float],
+  center: float,
+  points: int,
+  ratio: float,
+  max_extensions: int,
+) -> GridSearch:
   """Scores the grid, extending it while the best point is at an edge.
 
   Args:
@@ -81,8 +87,7 @@ def search(score: Callable[[float], float], center: float, points: int,
   Returns:
     A :class:`GridSearch`.
   """
-  scores = {lr: float(score(lr)) for lr in initial_grid(center, points,
-                                                        ratio)}
+  scores = {lr: float(score(lr)) for lr in initial_grid(center, points, ratio)}
   extensions = 0
   while True:
     best = _best(scores)

@@ -18,7 +18,7 @@ while a configuration is in progress, ``<stem>.checkpoint.npz``.
 import hashlib
 import json
 import os
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 from benchmarks import reporting
 from benchmarks.comparison import training
@@ -49,14 +49,23 @@ class ResultsFile:
       experiment (and ``overwrite`` is false).
   """
 
-  def __init__(self, folder: Optional[str], stem: str, experiment: Mapping,
-               overwrite: bool = False):
+  def __init__(
+    self,
+    folder: str | None,
+    stem: str,
+    experiment: Mapping,
+    overwrite: bool = False,
+  ):
     self.experiment = reporting.strict_json(dict(experiment))
     self.id = settings_id(self.experiment)
     self.stem = f'{stem}_{self.id}'
     self.folder = folder
-    self.content = {'format': FORMAT, 'experiment_id': self.id,
-                    'experiment': self.experiment, 'configurations': {}}
+    self.content = {
+      'format': FORMAT,
+      'experiment_id': self.id,
+      'experiment': self.experiment,
+      'configurations': {},
+    }
     self.resumed = 0
     if folder is None:
       return
@@ -69,56 +78,68 @@ class ResultsFile:
         with open(self.json_path) as f:
           saved = json.load(f)
       except (OSError, ValueError) as e:
-        raise ValueError(f'{self.json_path} exists but cannot be read ({e}); '
-                         'pass --overwrite to replace it') from e
-      if saved.get('format') != FORMAT or saved.get(
-          'experiment') != self.experiment:
-        raise ValueError(f'{self.json_path} holds another experiment; pass '
-                         '--overwrite to replace it or choose another --out')
+        raise ValueError(
+          f'{self.json_path} exists but cannot be read ({e}); '
+          'pass --overwrite to replace it'
+        ) from e
+      if (
+        saved.get('format') != FORMAT
+        or saved.get('experiment') != self.experiment
+      ):
+        raise ValueError(
+          f'{self.json_path} holds another experiment; pass '
+          '--overwrite to replace it or choose another --out'
+        )
       self.content = saved
       self.resumed = len(saved['configurations'])
 
-  def _path(self, suffix: str) -> Optional[str]:
+  def _path(self, suffix: str) -> str | None:
     if self.folder is None:
       return None
     return os.path.join(self.folder, self.stem + suffix)
 
   @property
-  def json_path(self) -> Optional[str]:
+  def json_path(self) -> str | None:
     return self._path('.json')
 
   @property
-  def png_path(self) -> Optional[str]:
+  def png_path(self) -> str | None:
     return self._path('.png')
 
   @property
-  def checkpoint_path(self) -> Optional[str]:
+  def checkpoint_path(self) -> str | None:
     return self._path('.checkpoint.npz')
 
-  def finished(self, config_id: str) -> Optional[training.History]:
+  def finished(self, config_id: str) -> training.History | None:
     """The history of a finished configuration, or None."""
     record = self.content['configurations'].get(config_id)
     if record is None:
       return None
     return training.History(
-        seeds=record['seeds'],
-        metrics={k: record['curves'][k] for k in training.METRICS},
-        epoch_seconds=record['epoch_seconds'],
-        learning_rate=record['learning_rate'],
-        diverged_at=record['diverged_at_epoch'])
+      seeds=record['seeds'],
+      metrics={k: record['curves'][k] for k in training.METRICS},
+      epoch_seconds=record['epoch_seconds'],
+      learning_rate=record['learning_rate'],
+      diverged_at=record['diverged_at_epoch'],
+    )
 
-  def add(self, config_id: str, spec: Mapping, history: training.History,
-          provenance: Mapping) -> None:
+  def add(
+    self,
+    config_id: str,
+    spec: Mapping,
+    history: training.History,
+    provenance: Mapping,
+  ) -> None:
     """Records a finished configuration and saves the file."""
     self.content['configurations'][config_id] = {
-        **spec,
-        'seeds': history.seeds,
-        'diverged_at_epoch': history.diverged_at,
-        'curves': history.metrics,
-        'epoch_seconds': history.epoch_seconds,
-        'learning_rate': history.learning_rate,
-        'wall_seconds': sum(history.epoch_seconds),
-        'provenance': dict(provenance),
+      **spec,
+      'seeds': history.seeds,
+      'diverged_at_epoch': history.diverged_at,
+      'curves': history.metrics,
+      'epoch_seconds': history.epoch_seconds,
+      'learning_rate': history.learning_rate,
+      'wall_seconds': sum(history.epoch_seconds),
+      'provenance': dict(provenance),
     }
     self.save()
 

@@ -9,16 +9,17 @@ line that says what is wrong and what is allowed.
 import dataclasses
 import math
 import os
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from benchmarks.comparison import data as data_lib
 from benchmarks.comparison import models as models_lib
 from benchmarks.comparison import optimizers as opt_lib
 
 DATASET_DEFAULTS = {
-    'mnist1d': {'model': 'cnn', 'epochs': 60, 'batch_size': 100},
-    'digits': {'model': 'mlp', 'epochs': 30, 'batch_size': 64},
-    'cifar10': {'model': 'resnet18', 'epochs': 200, 'batch_size': 128},
+  'mnist1d': {'model': 'cnn', 'epochs': 60, 'batch_size': 100},
+  'digits': {'model': 'mlp', 'epochs': 30, 'batch_size': 64},
+  'cifar10': {'model': 'resnet18', 'epochs': 200, 'batch_size': 128},
 }
 ARRAY_DEFAULTS = {'epochs': 10, 'batch_size': 128}
 DEFAULT_OUT = os.path.join('results', 'generalization')
@@ -40,16 +41,25 @@ def _int(field: str, value, low: int) -> int:
   return value
 
 
-def _float(field: str, value, low: float, high: float = math.inf,
-           low_open: bool = False, high_open: bool = False) -> float:
+def _float(
+  field: str,
+  value,
+  low: float,
+  high: float = math.inf,
+  low_open: bool = False,
+  high_open: bool = False,
+) -> float:
   if isinstance(value, bool) or not isinstance(value, (int, float)):
     raise SettingsError(field, f'must be a number, got {value!r}')
   value = float(value)
   too_low = value <= low if low_open else value < low
   too_high = value >= high if high_open else value > high
   if not math.isfinite(value) or too_low or too_high:
-    interval = (('(' if low_open else '[') + f'{low:g}, {high:g}' +
-                (')' if high_open or math.isinf(high) else ']'))
+    interval = (
+      ('(' if low_open else '[')
+      + f'{low:g}, {high:g}'
+      + (')' if high_open or math.isinf(high) else ']')
+    )
     raise SettingsError(field, f'must lie in {interval}, got {value:g}')
   return value
 
@@ -60,30 +70,31 @@ class Settings:
 
   ``None`` means the data set's default (:data:`DATASET_DEFAULTS`).
   """
-  data: Union[str, data_lib.Dataset] = 'mnist1d'
-  model: Union[str, Callable, None] = None
-  model_name: Optional[str] = None
+
+  data: str | data_lib.Dataset = 'mnist1d'
+  model: str | Callable | None = None
+  model_name: str | None = None
   optimizers: Sequence[str] = opt_lib.OPTIMIZERS
-  hparams: Optional[Mapping[str, Mapping[str, float]]] = None
+  hparams: Mapping[str, Mapping[str, float]] | None = None
   seeds: int = 5
-  epochs: Optional[int] = None
-  batch_size: Optional[int] = None
-  max_steps_per_epoch: Optional[int] = None
+  epochs: int | None = None
+  batch_size: int | None = None
+  max_steps_per_epoch: int | None = None
   schedule: str = 'step'
   b0: float = 1.0
-  decay_per_step: Optional[float] = None
+  decay_per_step: float | None = None
   decay_mask: str = 'all'
   lr_grid: int = 0
   lr_grid_ratio: float = 2.0
   max_grid_extensions: int = 3
   grid_seeds: int = 3
-  validation_fraction: Optional[float] = None
-  b0_sweep: Optional[Sequence[float]] = None
-  data_dir: Optional[str] = None
-  out: Optional[str] = DEFAULT_OUT
+  validation_fraction: float | None = None
+  b0_sweep: Sequence[float] | None = None
+  data_dir: str | None = None
+  out: str | None = DEFAULT_OUT
   overwrite: bool = False
   plot: bool = True
-  progress: Optional[bool] = None
+  progress: bool | None = None
   checkpoint_every_s: float = 120.0
 
   @property
@@ -96,96 +107,145 @@ class Settings:
     Raises:
       SettingsError: the first value out of range.
     """
-    d = DATASET_DEFAULTS.get(self.data) if isinstance(self.data, str) else (
-        ARRAY_DEFAULTS)
+    d = (
+      DATASET_DEFAULTS.get(self.data)
+      if isinstance(self.data, str)
+      else (ARRAY_DEFAULTS)
+    )
     if d is None:
-      raise SettingsError('data', f'must be one of '
-                          f"{', '.join(data_lib.DATASETS)} or arrays, got "
-                          f'{self.data!r}')
+      raise SettingsError(
+        'data',
+        f'must be one of '
+        f'{", ".join(data_lib.DATASETS)} or arrays, got '
+        f'{self.data!r}',
+      )
     model = self.model if self.model is not None else d.get('model')
     if model is None:
-      raise SettingsError('model', 'must be given for your own data: a '
-                          'bundled name or a factory rngs -> nnx.Module')
+      raise SettingsError(
+        'model',
+        'must be given for your own data: a '
+        'bundled name or a factory rngs -> nnx.Module',
+      )
     if isinstance(model, str):
       if model not in models_lib.MODELS:
-        raise SettingsError('model', f"must be one of "
-                            f"{', '.join(models_lib.MODELS)} or a factory, "
-                            f'got {model!r}')
+        raise SettingsError(
+          'model',
+          f'must be one of '
+          f'{", ".join(models_lib.MODELS)} or a factory, '
+          f'got {model!r}',
+        )
     elif not callable(model):
-      raise SettingsError('model', 'must be a bundled name or a factory '
-                          f'rngs -> nnx.Module, got {model!r}')
+      raise SettingsError(
+        'model',
+        'must be a bundled name or a factory '
+        f'rngs -> nnx.Module, got {model!r}',
+      )
     optimizers = tuple(self.optimizers)
     if not optimizers:
-      raise SettingsError('optimizers', 'must name at least one of '
-                          f"{', '.join(opt_lib.OPTIMIZERS)}")
+      raise SettingsError(
+        'optimizers',
+        f'must name at least one of {", ".join(opt_lib.OPTIMIZERS)}',
+      )
     for name in optimizers:
       if name not in opt_lib.OPTIMIZERS:
-        raise SettingsError('optimizers', f'has unknown {name!r}; choose from '
-                            f"{', '.join(opt_lib.OPTIMIZERS)}")
+        raise SettingsError(
+          'optimizers',
+          f'has unknown {name!r}; choose from {", ".join(opt_lib.OPTIMIZERS)}',
+        )
     if len(set(optimizers)) != len(optimizers):
       raise SettingsError('optimizers', f'names one twice: {optimizers}')
     hparams = dict(self.hparams or {})
     for name, overrides in hparams.items():
       if name not in optimizers:
-        raise SettingsError('hparams', f'has optimizer {name!r}, which is not '
-                            f"among the optimizers ({', '.join(optimizers)})")
+        raise SettingsError(
+          'hparams',
+          f'has optimizer {name!r}, which is not '
+          f'among the optimizers ({", ".join(optimizers)})',
+        )
       try:
         opt_lib.check_hparams(name, overrides)
       except ValueError as e:
         raise SettingsError('hparams', f'is invalid: {e}') from e
-      if self.decay_per_step is not None and name in opt_lib.DECOUPLED and (
-          'weight_decay' in overrides):
-        raise SettingsError('hparams', f'sets weight_decay of {name}, which '
-                            '--decay-per-step sets to decay_per_step / lr')
+      if (
+        self.decay_per_step is not None
+        and name in opt_lib.DECOUPLED
+        and ('weight_decay' in overrides)
+      ):
+        raise SettingsError(
+          'hparams',
+          f'sets weight_decay of {name}, which '
+          '--decay-per-step sets to decay_per_step / lr',
+        )
     if self.schedule not in opt_lib.SCHEDULES:
-      raise SettingsError('schedule', f"must be one of "
-                          f"{', '.join(opt_lib.SCHEDULES)}, got "
-                          f'{self.schedule!r}')
+      raise SettingsError(
+        'schedule',
+        f'must be one of {", ".join(opt_lib.SCHEDULES)}, got {self.schedule!r}',
+      )
     if self.decay_mask not in ('all', 'kernels'):
-      raise SettingsError('decay_mask', "must be 'all' or 'kernels', got "
-                          f'{self.decay_mask!r}')
+      raise SettingsError(
+        'decay_mask', f"must be 'all' or 'kernels', got {self.decay_mask!r}"
+      )
     sweep = None
     if self.b0_sweep is not None:
       sweep = tuple(_float('b0_sweep', v, 0.0) for v in self.b0_sweep)
       if not sweep:
         raise SettingsError('b0_sweep', 'must hold at least one value')
       if not {'pnm', 'adapnm'} & set(optimizers):
-        raise SettingsError('b0_sweep', 'needs pnm or adapnm among the '
-                            'optimizers')
+        raise SettingsError(
+          'b0_sweep', 'needs pnm or adapnm among the optimizers'
+        )
     lr_grid = _int('lr_grid', self.lr_grid, 0)
     fraction = self.validation_fraction
     if fraction is None and lr_grid:
       fraction = 0.2
     if fraction is not None:
-      fraction = _float('validation_fraction', fraction, 0.0, 1.0,
-                        low_open=True, high_open=True)
+      fraction = _float(
+        'validation_fraction', fraction, 0.0, 1.0, low_open=True, high_open=True
+      )
     if self.out is not None and not isinstance(self.out, str):
       raise SettingsError('out', f'must be a folder path, got {self.out!r}')
     steps = self.max_steps_per_epoch
     return dataclasses.replace(
-        self, model=model, optimizers=optimizers, hparams=hparams,
-        seeds=_int('seeds', self.seeds, 1),
-        epochs=_int('epochs', self.epochs if self.epochs is not None
-                    else d['epochs'], 1),
-        batch_size=_int('batch_size', self.batch_size if self.batch_size
-                        is not None else d['batch_size'], 1),
-        max_steps_per_epoch=None if steps is None else _int(
-            'max_steps_per_epoch', steps, 1),
-        b0=_float('b0', self.b0, 0.0),
-        decay_per_step=None if self.decay_per_step is None else _float(
-            'decay_per_step', self.decay_per_step, 0.0, 1.0, high_open=True),
-        lr_grid=lr_grid,
-        lr_grid_ratio=_float('lr_grid_ratio', self.lr_grid_ratio, 1.0,
-                             low_open=True),
-        max_grid_extensions=_int('max_grid_extensions',
-                                 self.max_grid_extensions, 0),
-        grid_seeds=_int('grid_seeds', self.grid_seeds, 1),
-        validation_fraction=fraction, b0_sweep=sweep,
-        checkpoint_every_s=_float('checkpoint_every_s',
-                                  self.checkpoint_every_s, 0.0))
+      self,
+      model=model,
+      optimizers=optimizers,
+      hparams=hparams,
+      seeds=_int('seeds', self.seeds, 1),
+      epochs=_int(
+        'epochs', self.epochs if self.epochs is not None else d['epochs'], 1
+      ),
+      batch_size=_int(
+        'batch_size',
+        self.batch_size if self.batch_size is not None else d['batch_size'],
+        1,
+      ),
+      max_steps_per_epoch=None
+      if steps is None
+      else _int('max_steps_per_epoch', steps, 1),
+      b0=_float('b0', self.b0, 0.0),
+      decay_per_step=None
+      if self.decay_per_step is None
+      else _float(
+        'decay_per_step', self.decay_per_step, 0.0, 1.0, high_open=True
+      ),
+      lr_grid=lr_grid,
+      lr_grid_ratio=_float(
+        'lr_grid_ratio', self.lr_grid_ratio, 1.0, low_open=True
+      ),
+      max_grid_extensions=_int(
+        'max_grid_extensions', self.max_grid_extensions, 0
+      ),
+      grid_seeds=_int('grid_seeds', self.grid_seeds, 1),
+      validation_fraction=fraction,
+      b0_sweep=sweep,
+      checkpoint_every_s=_float(
+        'checkpoint_every_s', self.checkpoint_every_s, 0.0
+      ),
+    )
 
-  def hparams_for(self, name: str, lr: Optional[float] = None,
-                  b0: Optional[float] = None) -> dict:
+  def hparams_for(
+    self, name: str, lr: float | None = None, b0: float | None = None
+  ) -> dict:
     """Every hyperparameter of optimizer ``name``: defaults, then ``b0``,
     then the user's overrides, then ``lr``/``b0`` if given, then the per-step
     weight-decay matching."""
@@ -206,8 +266,16 @@ class Settings:
     """The settings that change the numbers, JSON-able (no paths, no
     display options)."""
     out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-    for key in ('data', 'model', 'data_dir', 'out', 'overwrite', 'plot',
-                'progress', 'checkpoint_every_s'):
+    for key in (
+      'data',
+      'model',
+      'data_dir',
+      'out',
+      'overwrite',
+      'plot',
+      'progress',
+      'checkpoint_every_s',
+    ):
       out.pop(key, None)
     out['optimizers'] = list(self.optimizers)
     out['b0_sweep'] = None if self.b0_sweep is None else list(self.b0_sweep)

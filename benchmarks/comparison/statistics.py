@@ -7,19 +7,19 @@ of their test errors per seed, its mean and std, the paired t-test p-value
 """
 
 import math
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 
-def finite(values: Sequence[Optional[float]]) -> list[float]:
+def finite(values: Sequence[float | None]) -> list[float]:
   """The values that are numbers (not None, not NaN or infinite)."""
-  return [float(v) for v in values
-          if v is not None and math.isfinite(float(v))]
+  return [float(v) for v in values if v is not None and math.isfinite(float(v))]
 
 
-def mean_std(values: Sequence[Optional[float]]) -> tuple[Optional[float],
-                                                         Optional[float]]:
+def mean_std(
+  values: Sequence[float | None],
+) -> tuple[float | None, float | None]:
   """Mean and sample std (ddof=1; 0 for one value) of the finite values;
   (None, None) when there are none."""
   arr = np.asarray(finite(values), np.float64)
@@ -28,8 +28,9 @@ def mean_std(values: Sequence[Optional[float]]) -> tuple[Optional[float],
   return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
 
 
-def paired_difference(a: Mapping[int, Optional[float]],
-                      b: Mapping[int, Optional[float]]) -> dict:
+def paired_difference(
+  a: Mapping[int, float | None], b: Mapping[int, float | None]
+) -> dict:
   """``a - b`` over the seeds where both are finite (errors: lower wins).
 
   Args:
@@ -41,16 +42,24 @@ def paired_difference(a: Mapping[int, Optional[float]],
     difference is equal), and ``a_wins``/``b_wins``/``ties`` (seeds where
     ``a < b``, ``a > b``, ``a == b``).
   """
-  seeds = sorted(s for s in set(a) & set(b)
-                 if finite([a[s]]) and finite([b[s]]))
+  seeds = sorted(
+    s for s in set(a) & set(b) if finite([a[s]]) and finite([b[s]])
+  )
   x = np.asarray([a[s] for s in seeds], np.float64)
   y = np.asarray([b[s] for s in seeds], np.float64)
   diff = x - y
   mean, std = mean_std(diff.tolist())
   p_value = None
   if len(seeds) >= 2 and np.ptp(diff) > 0:
-    from scipy import stats  # pylint: disable=g-import-not-at-top
+    from scipy import stats
+
     p_value = float(stats.ttest_rel(x, y).pvalue)
-  return {'n': len(seeds), 'mean': mean, 'std': std, 'p_value': p_value,
-          'a_wins': int(np.sum(diff < 0)), 'b_wins': int(np.sum(diff > 0)),
-          'ties': int(np.sum(diff == 0))}
+  return {
+    'n': len(seeds),
+    'mean': mean,
+    'std': std,
+    'p_value': p_value,
+    'a_wins': int(np.sum(diff < 0)),
+    'b_wins': int(np.sum(diff > 0)),
+    'ties': int(np.sum(diff == 0)),
+  }

@@ -1,6 +1,6 @@
 """Markdown tables of a comparison (errors in %, as the plots)."""
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from benchmarks import reporting
 from benchmarks.comparison import optimizers as opt_lib
@@ -12,72 +12,119 @@ def pct(mean, std=None) -> str:
   if mean is None:
     return '-'
   text = reporting.fmt(100 * mean, '.2f')
-  return text if std is None else f"{text} +- {reporting.fmt(100 * std, '.2f')}"
+  return text if std is None else f'{text} +- {reporting.fmt(100 * std, ".2f")}'
 
 
 def _diverged(s: Mapping) -> str:
   n = len(s['diverged_seeds'])
-  return f"{n}/{len(s['seeds'])} diverged" if n else ''
+  return f'{n}/{len(s["seeds"])} diverged' if n else ''
 
 
-def results_table(summary: Mapping[str, Mapping],
-                  hparams: Mapping[str, Mapping], split: str) -> str:
+def results_table(
+  summary: Mapping[str, Mapping], hparams: Mapping[str, Mapping], split: str
+) -> str:
   """One row per optimizer: lr, weight decay, final and best-epoch error,
   final training loss, diverged seeds, wall time of the configuration."""
-  head = ['optimizer', 'lr', 'weight decay', f'final {split} error %',
-          f'best-epoch {split} error %', 'final train loss', 'diverged',
-          's (all seeds)']
+  head = [
+    'optimizer',
+    'lr',
+    'weight decay',
+    f'final {split} error %',
+    f'best-epoch {split} error %',
+    'final train loss',
+    'diverged',
+    's (all seeds)',
+  ]
   rows = []
   for name, s in summary.items():
     hp = hparams[name]
-    rows.append([
-        opt_lib.LABELS[name], f"{hp['lr']:g}", f"{hp['weight_decay']:g}",
+    rows.append(
+      [
+        opt_lib.LABELS[name],
+        f'{hp["lr"]:g}',
+        f'{hp["weight_decay"]:g}',
         pct(s['test_error_mean'], s['test_error_std']),
         pct(s['best_test_error_mean'], s['best_test_error_std']),
-        reporting.fmt(s['train_loss_mean'], '.4f'), _diverged(s) or '-',
-        reporting.fmt(s['wall_seconds'], '.1f')])
+        reporting.fmt(s['train_loss_mean'], '.4f'),
+        _diverged(s) or '-',
+        reporting.fmt(s['wall_seconds'], '.1f'),
+      ]
+    )
   return reporting.markdown_table(head, rows)
 
 
 def paired_table(paired: Sequence[Mapping]) -> str:
   """Per pair: mean +- std of the per-seed difference (points), the paired
   t-test p-value and the win counts."""
-  head = ['comparison', 'difference (points)', 'paired t-test p',
-          'wins / losses / ties', 'seeds']
+  head = [
+    'comparison',
+    'difference (points)',
+    'paired t-test p',
+    'wins / losses / ties',
+    'seeds',
+  ]
   rows = []
   for p in paired:
-    label = f"{opt_lib.LABELS[p['a']]} - {opt_lib.LABELS[p['b']]}"
-    diff = '-' if p['mean'] is None else (
-        f"{100 * p['mean']:+.2f} +- {100 * p['std']:.2f}")
-    rows.append([label, diff, reporting.fmt(p['p_value'], '.3g'),
-                 f"{p['a_wins']} / {p['b_wins']} / {p['ties']}", p['n']])
+    label = f'{opt_lib.LABELS[p["a"]]} - {opt_lib.LABELS[p["b"]]}'
+    diff = (
+      '-'
+      if p['mean'] is None
+      else (f'{100 * p["mean"]:+.2f} +- {100 * p["std"]:.2f}')
+    )
+    rows.append(
+      [
+        label,
+        diff,
+        reporting.fmt(p['p_value'], '.3g'),
+        f'{p["a_wins"]} / {p["b_wins"]} / {p["ties"]}',
+        p['n'],
+      ]
+    )
   return reporting.markdown_table(head, rows)
 
 
 def grid_table(searches: Mapping[str, protocol.GridSearch]) -> str:
   """Per optimizer: validation error at every lr tried, the pick, and
   whether the pick is still at an edge of the grid."""
-  head = ['optimizer', 'validation error % at lr', 'picked lr',
-          'extensions', 'note']
+  head = [
+    'optimizer',
+    'validation error % at lr',
+    'picked lr',
+    'extensions',
+    'note',
+  ]
   rows = []
   for name, s in searches.items():
     cells = ', '.join(
-        f"{lr:g}: {'diverged' if s.scores[lr] == float('inf') else pct(s.scores[lr])}"
-        for lr in s.grid)
+      f'{lr:g}: {"diverged" if s.scores[lr] == float("inf") else pct(s.scores[lr])}'
+      for lr in s.grid
+    )
     note = f'best at the {s.at_edge} edge' if s.at_edge else ''
-    rows.append([opt_lib.LABELS[name], cells, f'{s.picked:g}', s.extensions,
-                 note])
+    rows.append(
+      [opt_lib.LABELS[name], cells, f'{s.picked:g}', s.extensions, note]
+    )
   return reporting.markdown_table(head, rows)
 
 
 def b0_table(sweep: Sequence[Mapping]) -> str:
   """b0 side by side: the fixed-lr sweep and the matched-mean-step sweep."""
-  head = ['optimizer', 'b0', 'fixed lr', 'test error % (fixed lr)',
-          'matched lr', 'test error % (matched mean step)']
-  rows = [[opt_lib.LABELS[e['optimizer']], f"{e['b0']:g}",
-           f"{e['fixed']['lr']:g}",
-           pct(e['fixed']['test_error_mean'], e['fixed']['test_error_std']),
-           f"{e['matched']['lr']:.4g}",
-           pct(e['matched']['test_error_mean'],
-               e['matched']['test_error_std'])] for e in sweep]
+  head = [
+    'optimizer',
+    'b0',
+    'fixed lr',
+    'test error % (fixed lr)',
+    'matched lr',
+    'test error % (matched mean step)',
+  ]
+  rows = [
+    [
+      opt_lib.LABELS[e['optimizer']],
+      f'{e["b0"]:g}',
+      f'{e["fixed"]["lr"]:g}',
+      pct(e['fixed']['test_error_mean'], e['fixed']['test_error_std']),
+      f'{e["matched"]["lr"]:.4g}',
+      pct(e['matched']['test_error_mean'], e['matched']['test_error_std']),
+    ]
+    for e in sweep
+  ]
   return reporting.markdown_table(head, rows)

@@ -17,13 +17,14 @@ import dataclasses
 import functools
 import os
 import time
-from typing import Callable, Mapping, Optional, Protocol, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 from benchmarks.comparison import data as data_lib
 from benchmarks.comparison import models as models_lib
@@ -38,7 +39,8 @@ ModelFactory = Callable[[nnx.Rngs], nnx.Module]
 # a configuration's seeds train as two groups, one on a worker thread (the
 # default MNIST-1D run's training 1.25x faster on 2 cores).
 _GROUP_WORKER = concurrent.futures.ThreadPoolExecutor(
-    max_workers=1, thread_name_prefix='seed-group')
+  max_workers=1, thread_name_prefix='seed-group'
+)
 
 
 def seed_groups(seeds: Sequence[int]) -> list:
@@ -49,7 +51,7 @@ def seed_groups(seeds: Sequence[int]) -> list:
   multi_core_cpu = jax.default_backend() == 'cpu' and (os.cpu_count() or 1) > 1
   count = 2 if multi_core_cpu else 1
   size = -(-len(seeds) // count)
-  groups = [seeds[i:i + size] for i in range(0, len(seeds), size)]
+  groups = [seeds[i : i + size] for i in range(0, len(seeds), size)]
   return [g + g[-1:] * (size - len(g)) for g in groups]
 
 
@@ -66,9 +68,11 @@ class History:
     diverged_at: per seed, the first epoch (0-based) whose training loss was
       not finite, or None.
   """
+
   seeds: list
-  metrics: dict = dataclasses.field(default_factory=lambda: {
-      k: [] for k in METRICS})
+  metrics: dict = dataclasses.field(
+    default_factory=lambda: {k: [] for k in METRICS}
+  )
   epoch_seconds: list = dataclasses.field(default_factory=list)
   learning_rate: list = dataclasses.field(default_factory=list)
   diverged_at: list = None
@@ -86,27 +90,32 @@ class History:
 
   @classmethod
   def from_dict(cls, d: Mapping) -> 'History':
-    return cls(**{k: d[k] for k in ('seeds', 'metrics', 'epoch_seconds',
-                                    'learning_rate', 'diverged_at')})
+    return cls(
+      **{
+        k: d[k]
+        for k in (
+          'seeds',
+          'metrics',
+          'epoch_seconds',
+          'learning_rate',
+          'diverged_at',
+        )
+      }
+    )
 
 
 class Checkpointer(Protocol):
   """Keeps the state of a configuration in progress (see checkpoints.py)."""
 
-  def due(self) -> bool:
-    ...
+  def due(self) -> bool: ...
 
-  def restore(self, template) -> Optional[tuple[object, History]]:
-    ...
+  def restore(self, template) -> tuple[object, History] | None: ...
 
-  def save(self, state, history: History) -> None:
-    ...
+  def save(self, state, history: History) -> None: ...
 
 
 class EpochCallback(Protocol):
-
-  def __call__(self, history: History, epochs: int) -> None:
-    ...
+  def __call__(self, history: History, epochs: int) -> None: ...
 
 
 class Trainer:
@@ -122,27 +131,40 @@ class Trainer:
     decay_mask: ``'all'`` or ``'kernels'`` (no decay of biases and norms).
   """
 
-  def __init__(self, dataset: data_lib.Dataset, model_factory: ModelFactory,
-               *, epochs: int, batch_size: int,
-               steps_per_epoch: Optional[int] = None, schedule: str = 'step',
-               decay_mask: str = 'all'):
+  def __init__(
+    self,
+    dataset: data_lib.Dataset,
+    model_factory: ModelFactory,
+    *,
+    epochs: int,
+    batch_size: int,
+    steps_per_epoch: int | None = None,
+    schedule: str = 'step',
+    decay_mask: str = 'all',
+  ):
     n_train = dataset.x_train.shape[0]
     if not 1 <= batch_size <= n_train:
-      raise ValueError(f'batch size must lie in [1, {n_train}] (the training '
-                       f'examples), got {batch_size}')
+      raise ValueError(
+        f'batch size must lie in [1, {n_train}] (the training '
+        f'examples), got {batch_size}'
+      )
     self.dataset, self.model_factory = dataset, model_factory
     self.epochs, self.batch_size = epochs, batch_size
     self.steps_per_epoch = steps_per_epoch or n_train // batch_size
-    self.multiplier = opt_lib.lr_multiplier(schedule, epochs,
-                                            self.steps_per_epoch)
+    self.multiplier = opt_lib.lr_multiplier(
+      schedule, epochs, self.steps_per_epoch
+    )
     self.mask = opt_lib.kernels_only if decay_mask == 'kernels' else None
     template = nnx.eval_shape(lambda: model_factory(nnx.Rngs(0)))
     self.graphdef = nnx.split(template, nnx.Param, ...)[0]
-    self.num_params = sum(x.size for x in jax.tree.leaves(
-        nnx.state(template, nnx.Param)))
+    self.num_params = sum(
+      x.size for x in jax.tree.leaves(nnx.state(template, nnx.Param))
+    )
     self._with_train_flag = models_lib.takes_train_flag(template)
-    self._train_arrays = (jnp.asarray(dataset.x_train),
-                          jnp.asarray(dataset.y_train))
+    self._train_arrays = (
+      jnp.asarray(dataset.x_train),
+      jnp.asarray(dataset.y_train),
+    )
     self._eval_arrays = self._eval_chunks(dataset.x_test, dataset.y_test)
     self._epoch_fn = jax.jit(self._epoch, static_argnames=('name',))
     self._inits = {}
@@ -155,8 +177,9 @@ class Trainer:
     size = min(EVAL_BATCH, n)
     chunks = -(-n // size)
     pad = chunks * size - n
-    weights = np.concatenate([np.ones(n, np.float32),
-                              np.zeros(pad, np.float32)])
+    weights = np.concatenate(
+      [np.ones(n, np.float32), np.zeros(pad, np.float32)]
+    )
     x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
     y = np.concatenate([y, np.zeros(pad, y.dtype)])
     shape = lambda a: a.reshape((chunks, size) + a.shape[1:])
@@ -170,8 +193,9 @@ class Trainer:
 
   def _loss(self, params, rest, inputs, labels):
     logits, rest = self._apply(params, rest, inputs, True)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits,
-                                                           labels).mean()
+    loss = optax.softmax_cross_entropy_with_integer_labels(
+      logits, labels
+    ).mean()
     return loss, (rest, jnp.mean(jnp.argmax(logits, -1) != labels))
 
   def _evaluate(self, params, rest, eval_arrays):
@@ -180,12 +204,12 @@ class Trainer:
       logits, _ = self._apply(params, rest, x, False)
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
       return jnp.sum(loss * w), jnp.sum((jnp.argmax(logits, -1) != y) * w)
+
     loss_sums, wrong = jax.lax.map(chunk, eval_arrays)
     n = jnp.sum(eval_arrays[2])
     return jnp.sum(loss_sums) / n, jnp.sum(wrong) / n
 
-  def _epoch(self, state, hp, keys, epoch, train_arrays, eval_arrays, *,
-             name):
+  def _epoch(self, state, hp, keys, epoch, train_arrays, eval_arrays, *, name):
     """One epoch for every seed: (new state, per-seed metrics)."""
     tx = opt_lib.make_optimizer(name, hp, self.multiplier, self.mask)
     x_train, y_train = train_arrays
@@ -195,27 +219,32 @@ class Trainer:
     def one_seed(params, rest, opt_state, key):
       order_key, aug_key = jax.random.split(jax.random.fold_in(key, epoch))
       order = jax.random.permutation(order_key, x_train.shape[0])
-      order = order[:steps * batch].reshape(steps, batch)
+      order = order[: steps * batch].reshape(steps, batch)
 
       def step(carry, inputs):
         params, rest, opt_state = carry
         idx, i = inputs
         images = x_train[idx]
         if self.dataset.augment:
-          images = data_lib.random_crop_flip(jax.random.fold_in(aug_key, i),
-                                             images)
-        (loss, (rest, err)), grads = grad_fn(params, rest, images,
-                                             y_train[idx])
+          images = data_lib.random_crop_flip(
+            jax.random.fold_in(aug_key, i), images
+          )
+        (loss, (rest, err)), grads = grad_fn(params, rest, images, y_train[idx])
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         return (params, rest, opt_state), (loss, err)
 
       (params, rest, opt_state), (losses, errs) = jax.lax.scan(
-          step, (params, rest, opt_state), (order, jnp.arange(steps)))
+        step, (params, rest, opt_state), (order, jnp.arange(steps))
+      )
       test_loss, test_err = self._evaluate(params, rest, eval_arrays)
-      metrics = {'train_loss': jnp.mean(losses), 'train_error': jnp.mean(errs),
-                 'test_loss': test_loss, 'test_error': test_err,
-                 'finite': jnp.all(jnp.isfinite(losses))}
+      metrics = {
+        'train_loss': jnp.mean(losses),
+        'train_error': jnp.mean(errs),
+        'test_loss': test_loss,
+        'test_error': test_err,
+        'finite': jnp.all(jnp.isfinite(losses)),
+      }
       return (params, rest, opt_state), metrics
 
     return jax.vmap(one_seed)(*state, keys)
@@ -224,20 +253,24 @@ class Trainer:
     """Stacked (params, rest) of the seeds' models (cached: the same for
     every optimizer)."""
     if seeds not in self._inits:
-      splits = [nnx.split(self.model_factory(nnx.Rngs(s)), nnx.Param, ...)[1:]
-                for s in seeds]
+      splits = [
+        nnx.split(self.model_factory(nnx.Rngs(s)), nnx.Param, ...)[1:]
+        for s in seeds
+      ]
       self._inits[seeds] = jax.tree.map(lambda *xs: jnp.stack(xs), *splits)
     return self._inits[seeds]
 
-  def initial_state(self, name: str, hp: Mapping[str, float],
-                    seeds: Sequence[int]):
+  def initial_state(
+    self, name: str, hp: Mapping[str, float], seeds: Sequence[int]
+  ):
     """(params, rest, opt_state), each stacked over ``seeds``."""
     params, rest = self._initial_params(tuple(seeds))
     tx = opt_lib.make_optimizer(name, hp, self.multiplier, self.mask)
     return params, rest, jax.vmap(tx.init)(params)
 
-  def _arguments(self, name: str, hp: Mapping[str, float],
-                 seeds: Sequence[int]):
+  def _arguments(
+    self, name: str, hp: Mapping[str, float], seeds: Sequence[int]
+  ):
     """The epoch program's (state, hyperparameters, keys) for ``seeds``."""
     seeds = [int(s) for s in seeds]
     hp = {k: float(v) for k, v in hp.items()}
@@ -246,9 +279,15 @@ class Trainer:
 
   # ------------------------------------------------------------------ loop
 
-  def train(self, name: str, hp: Mapping[str, float], seeds: Sequence[int],
-            *, on_epoch: Optional[EpochCallback] = None,
-            checkpointer: Optional[Checkpointer] = None) -> History:
+  def train(
+    self,
+    name: str,
+    hp: Mapping[str, float],
+    seeds: Sequence[int],
+    *,
+    on_epoch: EpochCallback | None = None,
+    checkpointer: Checkpointer | None = None,
+  ) -> History:
     """Trains optimizer ``name`` with hyperparameters ``hp`` on ``seeds``.
 
     Stops early when every seed has diverged. With ``checkpointer``, starts
@@ -267,20 +306,29 @@ class Trainer:
         state, history = restored
     keys = [k for _, _, k in args]
     # The groups' states between epochs; joined only to save a checkpoint.
-    parts = _split(_pad(state, sum(map(len, groups))),
-                   [len(g) for g in groups])
+    parts = _split(_pad(state, sum(map(len, groups))), [len(g) for g in groups])
     joined = lambda trees: _trim(_concat(trees), len(seeds))
     saved_epochs = history.epochs_done
 
     def epoch_of(group_state, group_keys, epoch):
-      return self._epoch_fn(group_state, hp, group_keys, epoch,
-                            self._train_arrays, self._eval_arrays, name=name)
+      return self._epoch_fn(
+        group_state,
+        hp,
+        group_keys,
+        epoch,
+        self._train_arrays,
+        self._eval_arrays,
+        name=name,
+      )
+
     try:
       while history.epochs_done < self.epochs and None in history.diverged_at:
         epoch = history.epochs_done
         start = time.perf_counter()
-        others = [_GROUP_WORKER.submit(epoch_of, part, k, epoch)
-                  for part, k in zip(parts[1:], keys[1:])]
+        others = [
+          _GROUP_WORKER.submit(epoch_of, part, k, epoch)
+          for part, k in zip(parts[1:], keys[1:])
+        ]
         results = [epoch_of(parts[0], keys[0], epoch)]
         results += [f.result() for f in others]
         metrics = jax.device_get(joined([r[1] for r in results]))
@@ -309,7 +357,8 @@ class Trainer:
       history.metrics[k].append(values.tolist())
     history.epoch_seconds.append(seconds)
     history.learning_rate.append(
-        hp['lr'] * float(self.multiplier(epoch * self.steps_per_epoch)))
+      hp['lr'] * float(self.multiplier(epoch * self.steps_per_epoch))
+    )
 
 
 def _concat(trees: list):
@@ -318,8 +367,9 @@ def _concat(trees: list):
     return trees[0]
   # Leaf by leaf: nnx.State's tree metadata does not support multi-tree map.
   leaves = [jax.tree.leaves(t) for t in trees]
-  return jax.tree.unflatten(jax.tree.structure(trees[0]),
-                            [jnp.concatenate(xs) for xs in zip(*leaves)])
+  return jax.tree.unflatten(
+    jax.tree.structure(trees[0]), [jnp.concatenate(xs) for xs in zip(*leaves)]
+  )
 
 
 def _trim(tree, n: int):
@@ -335,8 +385,10 @@ def _pad(tree, n: int):
   leaves = jax.tree.leaves(tree)
   if all(x.shape[0] == n for x in leaves):
     return tree
-  return jax.tree.unflatten(jax.tree.structure(tree), [
-      jnp.concatenate([x] + [x[-1:]] * (n - x.shape[0])) for x in leaves])
+  return jax.tree.unflatten(
+    jax.tree.structure(tree),
+    [jnp.concatenate([x] + [x[-1:]] * (n - x.shape[0])) for x in leaves],
+  )
 
 
 def _split(tree, sizes: list) -> list:
@@ -346,13 +398,17 @@ def _split(tree, sizes: list) -> list:
   leaves, treedef = jax.tree.flatten(tree)
   cuts = np.cumsum(sizes)[:-1]
   pieces = [jnp.split(x, cuts) for x in leaves]
-  return [jax.tree.unflatten(treedef, [p[i] for p in pieces])
-          for i in range(len(sizes))]
+  return [
+    jax.tree.unflatten(treedef, [p[i] for p in pieces])
+    for i in range(len(sizes))
+  ]
 
 
-@functools.lru_cache(maxsize=None)
-def bundled_factory(name: str, input_shape: tuple,
-                    num_classes: int) -> ModelFactory:
+@functools.cache
+def bundled_factory(
+  name: str, input_shape: tuple, num_classes: int
+) -> ModelFactory:
   """``rngs -> model`` for a bundled model (cached, so trainers share it)."""
-  return functools.partial(models_lib.make_model, name, input_shape,
-                           num_classes)
+  return functools.partial(
+    models_lib.make_model, name, input_shape, num_classes
+  )

@@ -20,7 +20,8 @@ import time
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from tests.multidevice import problem
 
@@ -39,27 +40,41 @@ def _use_gloo() -> None:
 def distributed_run(port: int, process_id: int, num_processes: int) -> dict:
   _use_gloo()
   jax.distributed.initialize(
-      coordinator_address=f'127.0.0.1:{port}', num_processes=num_processes,
-      process_id=process_id, initialization_timeout=60)
+    coordinator_address=f'127.0.0.1:{port}',
+    num_processes=num_processes,
+    process_id=process_id,
+    initialization_timeout=60,
+  )
   try:
-    mesh = jax.make_mesh((jax.device_count(),), ('data',),
-                         axis_types=(jax.sharding.AxisType.Auto,))
+    mesh = jax.make_mesh(
+      (jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,)
+    )
     replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P('data'))
     params0 = problem.init_params()
     params = jax.tree.map(
-        lambda a: jax.make_array_from_callback(a.shape, replicated,
-                                               lambda idx: a[idx]), params0)
+      lambda a: jax.make_array_from_callback(
+        a.shape, replicated, lambda idx: a[idx]
+      ),
+      params0,
+    )
     opt = problem.OPTIMIZERS[OPTIMIZER]()
     state = jax.jit(opt.init, out_shardings=replicated)(params)
-    step = jax.jit(problem.train_step_fn(opt), donate_argnums=(0, 1),
-                   out_shardings=(replicated, replicated, replicated))
+    step = jax.jit(
+      problem.train_step_fn(opt),
+      donate_argnums=(0, 1),
+      out_shardings=(replicated, replicated, replicated),
+    )
     xs, ys = problem.batches()
-    local = slice(process_id * problem.GLOBAL_BATCH // num_processes,
-                  (process_id + 1) * problem.GLOBAL_BATCH // num_processes)
+    local = slice(
+      process_id * problem.GLOBAL_BATCH // num_processes,
+      (process_id + 1) * problem.GLOBAL_BATCH // num_processes,
+    )
     for x, y in zip(xs, ys):
-      x, y = (jax.make_array_from_process_local_data(batch_sharding, a[local])
-              for a in (x, y))
+      x, y = (
+        jax.make_array_from_process_local_data(batch_sharding, a[local])
+        for a in (x, y)
+      )
       params, state, _ = step(params, state, x, y)
     out = {k: np.asarray(v.addressable_data(0)) for k, v in params.items()}
     out['global_devices'] = np.asarray(jax.device_count())
@@ -72,7 +87,8 @@ def distributed_run(port: int, process_id: int, num_processes: int) -> dict:
 def single_run() -> dict:
   xs, ys = problem.batches()
   trajectory, state = problem.single_device_run(
-      problem.OPTIMIZERS[OPTIMIZER](), problem.init_params(), xs, ys)
+    problem.OPTIMIZERS[OPTIMIZER](), problem.init_params(), xs, ys
+  )
   out = dict(trajectory[-1])
   out['global_devices'] = np.asarray(1)
   out['count'] = np.asarray(jax.tree.leaves(state)[0])
@@ -93,8 +109,10 @@ def main() -> None:
     out = distributed_run(args.port, args.process_id, args.num_processes)
   out.update({f'init_{k}': v for k, v in problem.init_params().items()})
   np.savez(args.out, **out)
-  print(f'process {args.process_id}: done in '
-        f'{time.perf_counter() - start:.1f} s', flush=True)
+  print(
+    f'process {args.process_id}: done in {time.perf_counter() - start:.1f} s',
+    flush=True,
+  )
 
 
 if __name__ == '__main__':

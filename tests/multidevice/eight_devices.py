@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import pnm_optax
 from tests.helpers import rel_err
@@ -29,41 +30,53 @@ from tests.multidevice import problem
 # A (2, 4) mesh; w1 is FSDP + tensor-parallel, the rest tensor-parallel or
 # replicated, so every kind of leaf sharding is present.
 MESH_SHAPE, MESH_AXES = (2, 4), ('data', 'model')
-PARAM_SPECS = {'w1': P('data', 'model'), 'b1': P('model'),
-               'w2': P('model', None), 'b2': P()}
-W1_SHARD = 'f32[8,8]'    # per-device block of w1 (16, 32) on the (2, 4) mesh
-W1_FULL = 'f32[16,32]'   # w1 unsharded: must not appear in a sharded update
+PARAM_SPECS = {
+  'w1': P('data', 'model'),
+  'b1': P('model'),
+  'w2': P('model', None),
+  'b2': P(),
+}
+W1_SHARD = 'f32[8,8]'  # per-device block of w1 (16, 32) on the (2, 4) mesh
+W1_FULL = 'f32[16,32]'  # w1 unsharded: must not appear in a sharded update
 COLLECTIVE = re.compile(
-    r'\b(all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter|'
-    r'collective-broadcast)')
+  r'\b(all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter|'
+  r'collective-broadcast)'
+)
 
 # Optimizer update configurations whose compiled HLO is searched.
 HLO_CASES = {
-    'scale_by_pnm': lambda: pnm_optax.scale_by_pnm(),
-    'pnm': lambda: pnm_optax.pnm(0.1),
-    'pnm_schedules_wd': lambda: pnm_optax.pnm(
-        optax.cosine_decay_schedule(0.1, 100),
-        b0=optax.linear_schedule(1.0, 0.0, 100), weight_decay=1e-4),
-    'adapnm': lambda: pnm_optax.adapnm(1e-3, weight_decay=1e-2),
-    'adapnm_no_amsgrad_bf16': lambda: pnm_optax.adapnm(
-        1e-3, amsgrad=False, mu_dtype=jnp.bfloat16),
+  'scale_by_pnm': lambda: pnm_optax.scale_by_pnm(),
+  'pnm': lambda: pnm_optax.pnm(0.1),
+  'pnm_schedules_wd': lambda: pnm_optax.pnm(
+    optax.cosine_decay_schedule(0.1, 100),
+    b0=optax.linear_schedule(1.0, 0.0, 100),
+    weight_decay=1e-4,
+  ),
+  'adapnm': lambda: pnm_optax.adapnm(1e-3, weight_decay=1e-2),
+  'adapnm_no_amsgrad_bf16': lambda: pnm_optax.adapnm(
+    1e-3, amsgrad=False, mu_dtype=jnp.bfloat16
+  ),
 }
 # Positive control: global-norm clipping needs an all-reduce over the shards.
-CONTROL_CASE = lambda: optax.chain(optax.clip_by_global_norm(1.0),
-                                   pnm_optax.pnm(0.1))
+CONTROL_CASE = lambda: optax.chain(
+  optax.clip_by_global_norm(1.0), pnm_optax.pnm(0.1)
+)
 
 # Optimizers whose abstract init must give usable out_shardings.
 ABSTRACT_INIT_CASES = {
-    'pnm': lambda: pnm_optax.pnm(0.1),
-    'adapnm_no_amsgrad': lambda: pnm_optax.adapnm(amsgrad=False),
-    'chain_clip_adapnm': lambda: optax.chain(
-        optax.clip_by_global_norm(1.0), pnm_optax.adapnm(1e-3)),
-    'inject_hyperparams_pnm': lambda: optax.inject_hyperparams(
-        pnm_optax.pnm)(learning_rate=0.1, b0=0.5),
+  'pnm': lambda: pnm_optax.pnm(0.1),
+  'adapnm_no_amsgrad': lambda: pnm_optax.adapnm(amsgrad=False),
+  'chain_clip_adapnm': lambda: optax.chain(
+    optax.clip_by_global_norm(1.0), pnm_optax.adapnm(1e-3)
+  ),
+  'inject_hyperparams_pnm': lambda: optax.inject_hyperparams(pnm_optax.pnm)(
+    learning_rate=0.1, b0=0.5
+  ),
 }
 
 
 # ----------------------------------------------------------------- pmap ---
+
 
 def _replica_spread(tree) -> float:
   """Largest |leaf[i] - leaf[0]| over replicas i and all leaves."""
@@ -93,27 +106,30 @@ def pmap_case(name: str) -> dict:
   state = jax.pmap(opt.init)(params)
   errors, spread = [], 0.0
   for x, y in zip(xs, ys):
-    params, state = p_step(params, state, x.reshape(n, -1, problem.IN),
-                           y.reshape(n, -1, problem.OUT))
+    params, state = p_step(
+      params, state, x.reshape(n, -1, problem.IN), y.reshape(n, -1, problem.OUT)
+    )
     host = jax.tree.map(np.asarray, params)
     spread = max(spread, _replica_spread(host))
-    errors.append(rel_err(jax.tree.map(lambda a: a[0], host),
-                                  ref_traj[len(errors)]))
+    errors.append(
+      rel_err(jax.tree.map(lambda a: a[0], host), ref_traj[len(errors)])
+    )
   state = jax.tree.map(np.asarray, state)
   return {
-      'devices': n,
-      'reference_moved': rel_err(ref_traj[-1], params0),
-      'step_rel_errors': errors,
-      'state_rel_error': rel_err(
-          jax.tree.map(lambda a: a[0], state), ref_state),
-      'param_replica_spread': spread,
-      'state_replica_spread': _replica_spread(state),
-      'state_leading_dims': sorted({int(np.shape(a)[0])
-                                    for a in jax.tree.leaves(state)}),
+    'devices': n,
+    'reference_moved': rel_err(ref_traj[-1], params0),
+    'step_rel_errors': errors,
+    'state_rel_error': rel_err(jax.tree.map(lambda a: a[0], state), ref_state),
+    'param_replica_spread': spread,
+    'state_replica_spread': _replica_spread(state),
+    'state_leading_dims': sorted(
+      {int(np.shape(a)[0]) for a in jax.tree.leaves(state)}
+    ),
   }
 
 
 # ------------------------------------------------------------ shardings ---
+
 
 def _mesh(axis_type):
   return jax.make_mesh(MESH_SHAPE, MESH_AXES, axis_types=(axis_type,) * 2)
@@ -127,8 +143,10 @@ def _mesh_context(mesh):
 
 
 def _sharded_params(mesh, params):
-  return {k: jax.device_put(v, NamedSharding(mesh, PARAM_SPECS[k]))
-          for k, v in params.items()}
+  return {
+    k: jax.device_put(v, NamedSharding(mesh, PARAM_SPECS[k]))
+    for k, v in params.items()
+  }
 
 
 def _state_shardings(opt, params, mesh):
@@ -136,8 +154,12 @@ def _state_shardings(opt, params, mesh):
   parameters' shardings (optax.tree.map_params), the rest is replicated."""
   abstract = jax.eval_shape(opt.init, params)
   return optax.tree.map_params(
-      opt, lambda _, p: p.sharding, abstract, params,
-      transform_non_params=lambda _: NamedSharding(mesh, P()))
+    opt,
+    lambda _, p: p.sharding,
+    abstract,
+    params,
+    transform_non_params=lambda _: NamedSharding(mesh, P()),
+  )
 
 
 def _sharding_mismatches(opt, state, params, mesh, count_on_mesh=True):
@@ -150,8 +172,12 @@ def _sharding_mismatches(opt, state, params, mesh, count_on_mesh=True):
   Returns ``(number of leaves checked, list of mismatch descriptions)``.
   """
   expected = optax.tree.map_params(
-      opt, lambda _, p: p.sharding, state, params,
-      transform_non_params=lambda _: 'replicated')
+    opt,
+    lambda _, p: p.sharding,
+    state,
+    params,
+    transform_non_params=lambda _: 'replicated',
+  )
   paths_leaves, _ = jax.tree_util.tree_flatten_with_path(state)
   wants = jax.tree.leaves(expected)
   assert len(wants) == len(paths_leaves)
@@ -171,9 +197,13 @@ def _sharding_mismatches(opt, state, params, mesh, count_on_mesh=True):
 
 
 def _same_param_shardings(params, sharded_before) -> list:
-  return [k for k in params
-          if not params[k].sharding.is_equivalent_to(
-              sharded_before[k].sharding, params[k].ndim)]
+  return [
+    k
+    for k in params
+    if not params[k].sharding.is_equivalent_to(
+      sharded_before[k].sharding, params[k].ndim
+    )
+  ]
 
 
 def sharded_case(axis_type, name: str) -> dict:
@@ -186,17 +216,22 @@ def sharded_case(axis_type, name: str) -> dict:
   with _mesh_context(mesh):
     params = _sharded_params(mesh, params0)
     out['eager_init'] = _sharding_mismatches(
-        opt, opt.init(params), params, mesh, count_on_mesh=False)
-    state = jax.jit(opt.init, out_shardings=_state_shardings(
-        opt, params, mesh))(params)
+      opt, opt.init(params), params, mesh, count_on_mesh=False
+    )
+    state = jax.jit(
+      opt.init, out_shardings=_state_shardings(opt, params, mesh)
+    )(params)
     out['jit_init_out_shardings'] = _sharding_mismatches(
-        opt, state, params, mesh)
+      opt, state, params, mesh
+    )
     out['init_is_zero'] = all(
-        not np.any(np.asarray(leaf)) for leaf in jax.tree.leaves(state))
+      not np.any(np.asarray(leaf)) for leaf in jax.tree.leaves(state)
+    )
     if axis_type == AxisType.Explicit:
       # Shardings are part of the types: plain jit(init) follows the params.
       out['jit_init_types'] = _sharding_mismatches(
-          opt, jax.jit(opt.init)(params), params, mesh)
+        opt, jax.jit(opt.init)(params), params, mesh
+      )
 
     if axis_type == AxisType.Auto:
       # The whole train step; GSPMD propagates shardings from the inputs.
@@ -205,9 +240,12 @@ def sharded_case(axis_type, name: str) -> dict:
       ref_traj, _ = problem.single_device_run(opt, params0, xs, ys)
       errors = []
       for x, y in zip(xs, ys):
-        params, state, _ = step(params, state,
-                                jax.device_put(x, batch_sharding),
-                                jax.device_put(y, batch_sharding))
+        params, state, _ = step(
+          params,
+          state,
+          jax.device_put(x, batch_sharding),
+          jax.device_put(y, batch_sharding),
+        )
         errors.append(rel_err(params, ref_traj[len(errors)]))
       out['step_rel_errors'] = errors
     else:
@@ -217,25 +255,33 @@ def sharded_case(axis_type, name: str) -> dict:
       rng = np.random.default_rng(2)
       for _ in range(problem.STEPS):
         grads = jax.tree.map(
-            lambda p: jax.device_put(
-                rng.normal(size=p.shape).astype(np.float32), p.sharding),
-            params)
+          lambda p: jax.device_put(
+            rng.normal(size=p.shape).astype(np.float32), p.sharding
+          ),
+          params,
+        )
         updates, state = update(grads, state, params)
         params = optax.apply_updates(params, updates)
     out['after_steps'] = _sharding_mismatches(opt, state, params, mesh)
     out['params_moved_shardings'] = _same_param_shardings(
-        params, _sharded_params(mesh, params0))
+      params, _sharded_params(mesh, params0)
+    )
     out['count'] = int(jax.tree.leaves(state)[0])
   return out
 
 
 def _sharded_inputs(opt, mesh):
   params = _sharded_params(mesh, problem.init_params())
-  state = jax.jit(opt.init, out_shardings=_state_shardings(
-      opt, params, mesh))(params)
+  state = jax.jit(opt.init, out_shardings=_state_shardings(opt, params, mesh))(
+    params
+  )
   rng = np.random.default_rng(3)
-  grads = jax.tree.map(lambda p: jax.device_put(
-      rng.normal(size=p.shape).astype(np.float32), p.sharding), params)
+  grads = jax.tree.map(
+    lambda p: jax.device_put(
+      rng.normal(size=p.shape).astype(np.float32), p.sharding
+    ),
+    params,
+  )
   return grads, state, params
 
 
@@ -247,9 +293,9 @@ def hlo_case(axis_type, make_opt) -> dict:
     grads, state, params = _sharded_inputs(opt, mesh)
     hlo = jax.jit(opt.update).lower(grads, state, params).compile().as_text()
   return {
-      'collectives': sorted(set(COLLECTIVE.findall(hlo))),
-      'w1_shard_shape_present': W1_SHARD in hlo,
-      'w1_full_shape_present': W1_FULL in hlo,
+    'collectives': sorted(set(COLLECTIVE.findall(hlo))),
+    'w1_shard_shape_present': W1_SHARD in hlo,
+    'w1_full_shape_present': W1_FULL in hlo,
   }
 
 
@@ -265,14 +311,17 @@ def abstract_init_case(axis_type, name: str) -> dict:
     checked, problems = _sharding_mismatches(opt, state, params, mesh)
     leaves, asked = jax.tree.leaves(state), jax.tree.leaves(shardings)
   return {
-      'checked': checked,
-      'mismatches': problems,
-      'as_asked': len(leaves) == len(asked) and all(
-          leaf.sharding.is_equivalent_to(want, leaf.ndim)
-          for leaf, want in zip(leaves, asked)),
-      'values_rel_error': rel_err(state, reference),
-      'same_structure': (jax.tree.structure(state)
-                         == jax.tree.structure(reference)),
+    'checked': checked,
+    'mismatches': problems,
+    'as_asked': len(leaves) == len(asked)
+    and all(
+      leaf.sharding.is_equivalent_to(want, leaf.ndim)
+      for leaf, want in zip(leaves, asked)
+    ),
+    'values_rel_error': rel_err(state, reference),
+    'same_structure': (
+      jax.tree.structure(state) == jax.tree.structure(reference)
+    ),
   }
 
 
@@ -281,19 +330,26 @@ def main(out_path: str) -> None:
     sys.exit(f'needs 8 devices (XLA_FLAGS), got {jax.devices()}')
   axis_types = {'auto': AxisType.Auto, 'explicit': AxisType.Explicit}
   results = {
-      'versions': {'jax': jax.__version__, 'optax': optax.__version__},
-      'pmap': {name: pmap_case(name) for name in problem.OPTIMIZERS},
-      'sharded': {f'{a}/{name}': sharded_case(t, name)
-                  for a, t in axis_types.items()
-                  for name in problem.OPTIMIZERS},
-      'hlo': {f'{a}/{name}': hlo_case(t, make)
-              for a, t in axis_types.items()
-              for name, make in HLO_CASES.items()},
-      'hlo_control': {a: hlo_case(t, CONTROL_CASE)
-                      for a, t in axis_types.items()},
-      'abstract_init': {f'{a}/{name}': abstract_init_case(t, name)
-                        for a, t in axis_types.items()
-                        for name in ABSTRACT_INIT_CASES},
+    'versions': {'jax': jax.__version__, 'optax': optax.__version__},
+    'pmap': {name: pmap_case(name) for name in problem.OPTIMIZERS},
+    'sharded': {
+      f'{a}/{name}': sharded_case(t, name)
+      for a, t in axis_types.items()
+      for name in problem.OPTIMIZERS
+    },
+    'hlo': {
+      f'{a}/{name}': hlo_case(t, make)
+      for a, t in axis_types.items()
+      for name, make in HLO_CASES.items()
+    },
+    'hlo_control': {
+      a: hlo_case(t, CONTROL_CASE) for a, t in axis_types.items()
+    },
+    'abstract_init': {
+      f'{a}/{name}': abstract_init_case(t, name)
+      for a, t in axis_types.items()
+      for name in ABSTRACT_INIT_CASES
+    },
   }
   with open(out_path, 'w') as f:
     json.dump(results, f, indent=1)

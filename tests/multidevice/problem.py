@@ -18,8 +18,8 @@ STEPS = 6  # even, so both momentum slots are written three times
 
 # Optimizers under test: learning rates large enough that parameters move.
 OPTIMIZERS = {
-    'pnm': lambda: pnm_optax.pnm(0.05, b0=1.0, weight_decay=1e-3),
-    'adapnm': lambda: pnm_optax.adapnm(1e-2, b0=1.0, weight_decay=1e-3),
+  'pnm': lambda: pnm_optax.pnm(0.05, b0=1.0, weight_decay=1e-3),
+  'adapnm': lambda: pnm_optax.adapnm(1e-2, b0=1.0, weight_decay=1e-3),
 }
 
 
@@ -27,11 +27,10 @@ def init_params(seed: int = 0) -> dict:
   """float32 MLP parameters as NumPy arrays."""
   rng = np.random.default_rng(seed)
   return {
-      'w1': (rng.normal(size=(IN, HIDDEN)) / np.sqrt(IN)).astype(np.float32),
-      'b1': (0.1 * rng.normal(size=(HIDDEN,))).astype(np.float32),
-      'w2': (rng.normal(size=(HIDDEN, OUT)) / np.sqrt(HIDDEN)).astype(
-          np.float32),
-      'b2': (0.1 * rng.normal(size=(OUT,))).astype(np.float32),
+    'w1': (rng.normal(size=(IN, HIDDEN)) / np.sqrt(IN)).astype(np.float32),
+    'b1': (0.1 * rng.normal(size=(HIDDEN,))).astype(np.float32),
+    'w2': (rng.normal(size=(HIDDEN, OUT)) / np.sqrt(HIDDEN)).astype(np.float32),
+    'b2': (0.1 * rng.normal(size=(OUT,))).astype(np.float32),
   }
 
 
@@ -53,10 +52,12 @@ def loss_fn(params, x, y):
 
 def train_step_fn(opt: optax.GradientTransformation):
   """Un-jitted ``(params, state, x, y) -> (params, state, loss)``."""
+
   def step(params, state, x, y):
     loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
     updates, state = opt.update(grads, state, params)
     return optax.apply_updates(params, updates), state, loss
+
   return step
 
 
@@ -74,4 +75,3 @@ def single_device_run(opt: optax.GradientTransformation, params, xs, ys):
     params, state, _ = step(params, state, x, y)
     trajectory.append(jax.tree.map(np.asarray, params))
   return trajectory, jax.tree.map(np.asarray, state)
-
