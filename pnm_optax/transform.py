@@ -8,7 +8,7 @@ written on odd steps and ``mu_even`` on even steps. Each step selects its
 slot on the step parity, leaf by leaf, so the state keeps one structure and
 every buffer keeps its own slot, which aliases cleanly under buffer donation;
 returning the pair swapped would make XLA copy both buffers every step
-(``benchmarks/layouts.py`` times the alternatives). Everything that does not
+(``benchmarks/speed/layouts.py`` times the alternatives). Everything that does not
 depend on a leaf (parity, coefficients, bias corrections) is computed once
 per step (see :func:`_pn_coefficients`), so the compiled step grows by only
 a few instructions per leaf.

@@ -15,7 +15,7 @@ import tomllib
 from tests.helpers import REPO
 
 # Modules of this repository, not installed distributions.
-LOCAL_MODULES = frozenset({'pnm_optax', 'benchmarks', 'tests'})
+LOCAL_MODULES = frozenset({'pnm_optax', 'benchmarks', 'examples', 'tests'})
 # Imported by benchmarks/ (and its tests) only where installed: the PyTorch
 # rows of the speed report and alternative CIFAR-10 loaders.
 OPTIONAL_IMPORTS = frozenset(
@@ -109,9 +109,11 @@ def third_party_imports(source: str) -> set[str]:
 
 
 def benchmarks_imports() -> set[str]:
-  """Third-party modules that running benchmarks/ needs (optional ones left
-  out)."""
-  sources = sorted((REPO / 'benchmarks').rglob('*.py'))
+  """Third-party modules that running benchmarks/ and examples/ needs
+  (optional ones left out)."""
+  sources = sorted(
+    [*(REPO / 'benchmarks').rglob('*.py'), *(REPO / 'examples').rglob('*.py')]
+  )
   return (
     set().union(*(third_party_imports(p.read_text()) for p in sources))
     - OPTIONAL_IMPORTS

@@ -9,7 +9,7 @@ the scripts are in ``tests/multidevice/``):
   training, state shardings on a (2, 4) mesh (Auto and Explicit axes) and
   the collectives in the compiled update; it writes JSON and the tests below
   assert on it.
-* ``benchmarks/sharded_training.py`` (the example) runs with 4 fake devices
+* ``examples/sharded_training.py`` (the example) runs with 4 fake devices
   as a smoke test of the documented command, and with 6, 3, 8 and 1 to check
   that it picks a mesh (or says which sizes to use) for any device count.
 * ``distributed_worker.py`` is started twice as a 2-process
@@ -290,7 +290,7 @@ def test_two_processes_train_like_one(tmp_path):
 def _example(*flags) -> subprocess.CompletedProcess:
   """Runs the documented example with ``flags``."""
   return subprocess.run(
-    [sys.executable, '-m', 'benchmarks.sharded_training', *flags],
+    [sys.executable, '-m', 'examples.sharded_training', *flags],
     cwd=REPO,
     env=_env(),
     capture_output=True,

@@ -1,6 +1,6 @@
 """The Python API of the comparison job: :func:`compare`.
 
-The command line (``python -m benchmarks.generalization``) and the CIFAR-10
+The command line (``python -m benchmarks.comparison``) and the CIFAR-10
 notebook both call it. It takes a bundled data set or your arrays, a bundled
 model or your Flax NNX model factory, the optimizers and their
 hyperparameters; it trains every configuration with all seeds side by side,
@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 import pnm_optax
-from benchmarks import environment
+from benchmarks.common import environment
 from benchmarks.comparison import checkpoints, plots, protocol, tables, training
 from benchmarks.comparison import data as data_lib
 from benchmarks.comparison import optimizers as opt_lib

@@ -1,4 +1,4 @@
-"""The command line: ``python -m benchmarks.generalization``.
+"""The command line: ``python -m benchmarks.comparison``.
 
 Every flag is checked before anything is trained: a wrong one ends the
 command with exit status 2 and one line saying what is wrong and what is
@@ -46,7 +46,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
   p = _Parser(
-    prog='python -m benchmarks.generalization',
+    prog='python -m benchmarks.comparison',
     description=DESCRIPTION,
     formatter_class=_HelpFormatter,
   )
@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument(
     '--study',
     choices=('full',),
-    help='the MNIST-1D study behind docs/generalization.md '
+    help='the MNIST-1D study behind docs/comparison.md '
     '(CNN and MLP, lr grids, 25 seeds, b0 sweeps); combines '
     'only with --seeds, --out, --overwrite, --no-plot, '
     '--no-progress',

@@ -54,7 +54,7 @@ PAPER_HPARAMS = {
   'adamw': {'lr': 1e-3, 'weight_decay': 0.5},
 }
 # MNIST-1D (no weight decay, as the MNIST-1D paper): the learning rates that
-# ``--study full`` picked on a validation split (docs/generalization.md), at
+# ``--study full`` picked on a validation split (docs/comparison.md), at
 # 60 epochs; they are also the centres of its grids. The first grids were
 # centred on SGD-M 0.1, Adam 0.01 (the MNIST-1D paper's) and PNM/AdaPNM at
 # about the same mean step (PNM: 22x SGD-M's lr, AdaPNM: 2x Adam's).

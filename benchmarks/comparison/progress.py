@@ -12,7 +12,7 @@ import sys
 import time
 from typing import TextIO
 
-from benchmarks import reporting
+from benchmarks.common import reporting
 from benchmarks.comparison import training
 
 

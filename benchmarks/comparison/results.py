@@ -20,7 +20,7 @@ import json
 import os
 from collections.abc import Mapping
 
-from benchmarks import reporting
+from benchmarks.common import reporting
 from benchmarks.comparison import training
 
 FORMAT = 'pnm-optax comparison results v1'

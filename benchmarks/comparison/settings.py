@@ -22,7 +22,7 @@ DATASET_DEFAULTS = {
   'cifar10': {'model': 'resnet18', 'epochs': 200, 'batch_size': 128},
 }
 ARRAY_DEFAULTS = {'epochs': 10, 'batch_size': 128}
-DEFAULT_OUT = os.path.join('results', 'generalization')
+DEFAULT_OUT = os.path.join('results', 'comparison')
 
 
 class SettingsError(ValueError):
@@ -66,7 +66,7 @@ def _float(
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-  """Everything that defines a comparison (see docs/generalization.md).
+  """Everything that defines a comparison (see docs/comparison.md).
 
   ``None`` means the data set's default (:data:`DATASET_DEFAULTS`).
   """

@@ -1,4 +1,4 @@
-"""The MNIST-1D study (``python -m benchmarks.generalization --study full``).
+"""The MNIST-1D study (``python -m benchmarks.comparison --study full``).
 
 Three comparisons, each resumable like any other run:
 

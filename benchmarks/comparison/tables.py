@@ -2,7 +2,7 @@
 
 from collections.abc import Mapping, Sequence
 
-from benchmarks import reporting
+from benchmarks.common import reporting
 from benchmarks.comparison import optimizers as opt_lib
 from benchmarks.comparison import protocol
 

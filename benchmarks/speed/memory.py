@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import optimizers
+from benchmarks.speed import contenders
 
 
 def available_bytes() -> int:
@@ -46,17 +46,17 @@ def bytes_needed(num_params: int, names: list[str]) -> int:
   for name in names:
     words += (
       2
-      + optimizers.ALL[name].state_words
-      + (1 if optimizers.is_torch(name) else 0)
+      + contenders.ALL[name].state_words
+      + (1 if contenders.is_torch(name) else 0)
     )
-  return words * num_params * optimizers.WORD_BYTES
+  return words * num_params * contenders.WORD_BYTES
 
 
 def plan_groups(
   num_params: int,
   names: list[str],
   budget: float,
-  baseline: str = optimizers.BASELINE,
+  baseline: str = contenders.BASELINE,
 ) -> tuple[list[list[str]], list[str]]:
   """Splits ``names`` into groups that fit in ``budget`` bytes side by side.
 
@@ -88,7 +88,7 @@ def state_bytes_per_param(name: str, mu_dtype) -> float:
   """Optimizer-state bytes per parameter of a JAX optimizer, measured on a
   2^20-element float32 leaf (``mu_dtype``: its momentum dtype, or None)."""
   n = 2**20
-  opt = optimizers.JAX_OPTIMIZERS[name].make(mu_dtype)
+  opt = contenders.JAX_OPTIMIZERS[name].make(mu_dtype)
   shape = jax.eval_shape(opt.init, jax.ShapeDtypeStruct((n,), jnp.float32))
   total = sum(
     x.size * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(shape)

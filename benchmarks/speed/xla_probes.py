@@ -21,7 +21,7 @@ Each compile is a cold one: JAX's in-memory caches are cleared
 trace, lowering or executable is reused. The persistent compilation cache,
 when a program configures one, must be switched off by the caller before
 anything compiles (``jax.config.update('jax_enable_compilation_cache',
-False)``), as ``benchmarks/step_time.py`` does.
+False)``), as ``benchmarks/speed/step_time.py`` does.
 """
 
 import re
@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-from benchmarks import optimizers, timing
+from benchmarks.speed import contenders, timing
 
 _INSTRUCTION = re.compile(r'^\s+(?:ROOT\s+)?%?[^\s=]+\s=\s', re.MULTILINE)
 _ARRAY_COPY = re.compile(r'= \w+\[[^\]]+\]\S* copy\(')
@@ -58,7 +58,7 @@ def words_per_param(compiled, num_params: int) -> float | None:
     cost = cost[0] if cost else None
   if not cost or 'bytes accessed' not in cost:
     return None
-  return float(cost['bytes accessed']) / (num_params * optimizers.WORD_BYTES)
+  return float(cost['bytes accessed']) / (num_params * contenders.WORD_BYTES)
 
 
 def cold_compile(

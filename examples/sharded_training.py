@@ -13,10 +13,10 @@ every run with the single-device one:
 
 Runs unchanged on CPU, GPU or TPU hosts, and across hosts::
 
-  python -m benchmarks.sharded_training --fake-devices 8  # 8 fake CPU devices
-  python -m benchmarks.sharded_training                    # the host's devices
+  python -m examples.sharded_training --fake-devices 8  # 8 fake CPU devices
+  python -m examples.sharded_training                    # the host's devices
   # one command per process (or --distributed on TPU pods / SLURM):
-  python -m benchmarks.sharded_training --coordinator-address HOST:PORT \\
+  python -m examples.sharded_training --coordinator-address HOST:PORT \\
       --num-processes 2 --process-id 0
 
 Any device count works: the global batch and the fsdp mesh's model axis,
@@ -34,9 +34,10 @@ the host's cores, so their times say nothing about speed-ups.
 import argparse
 import os
 
-from benchmarks import cli  # no JAX: flags are parsed before JAX starts
+# No JAX here: flags are parsed before JAX starts.
+from benchmarks.common import argtypes
 
-PROG = 'python -m benchmarks.sharded_training'
+PROG = 'python -m examples.sharded_training'
 MODES = ('single', 'pmap', 'dp', 'fsdp')
 DEFAULT_BATCH = 256
 DEFAULT_MODEL_AXIS = 2
@@ -50,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
   )
   parser.add_argument(
     '--fake-devices',
-    type=cli.positive_int,
+    type=argtypes.positive_int,
     default=None,
     metavar='N',
     help='simulate N CPU devices (sets XLA_FLAGS and JAX_PLATFORMS=cpu '
@@ -58,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
   )
   parser.add_argument(
     '--devices',
-    type=cli.positive_int,
+    type=argtypes.positive_int,
     default=None,
     metavar='N',
     help='use the first N devices only (one process; default: all)',
@@ -66,22 +67,22 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument('--optimizer', choices=('pnm', 'adapnm'), default='pnm')
   parser.add_argument(
     '--modes',
-    type=cli.name_list(MODES),
+    type=argtypes.name_list(MODES),
     default=list(MODES),
     help='comma-separated subset of ' + ','.join(MODES),
   )
-  parser.add_argument('--steps', type=cli.positive_int, default=30)
+  parser.add_argument('--steps', type=argtypes.positive_int, default=30)
   parser.add_argument(
     '--batch',
-    type=cli.positive_int,
+    type=argtypes.positive_int,
     default=None,
     help='global batch, a multiple of the device count '
     f'(default: the multiple nearest {DEFAULT_BATCH})',
   )
-  parser.add_argument('--hidden', type=cli.positive_int, default=512)
+  parser.add_argument('--hidden', type=argtypes.positive_int, default=512)
   parser.add_argument(
     '--model-axis',
-    type=cli.positive_int,
+    type=argtypes.positive_int,
     default=None,
     help="size of the fsdp mesh's 'model' axis, a divisor "
     f'of the device count (default {DEFAULT_MODEL_AXIS} '
@@ -97,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     'auto-detection (TPU pods, SLURM, ...)',
   )
   multihost.add_argument('--coordinator-address', metavar='HOST:PORT')
-  multihost.add_argument('--num-processes', type=cli.positive_int)
+  multihost.add_argument('--num-processes', type=argtypes.positive_int)
   multihost.add_argument('--process-id', type=int)
   return parser
 
@@ -182,7 +183,7 @@ from jax.sharding import NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import pnm_optax  # noqa: E402
-from benchmarks import environment  # noqa: E402
+from benchmarks.common import environment  # noqa: E402
 
 IN_DIM, CLASSES = 64, 10
 WARMUP = 2  # steps left out of the timing: they include compilation
@@ -448,22 +449,22 @@ def main(args) -> None:
   if args.fake_devices and jax.device_count() != args.fake_devices * max(
     jax.process_count(), 1
   ):
-    cli.fail(
+    argtypes.fail(
       PROG,
       '--fake-devices needs XLA_FLAGS set before JAX starts: '
       'run this file as a program (python -m '
-      'benchmarks.sharded_training).',
+      'examples.sharded_training).',
     )
   devices = jax.devices()
   if args.devices:
     if jax.process_count() > 1:
-      cli.fail(
+      argtypes.fail(
         PROG,
         '--devices picks devices of one process; with '
         f'{jax.process_count()} processes all devices are used',
       )
     if args.devices > len(devices):
-      cli.fail(
+      argtypes.fail(
         PROG,
         f'--devices {args.devices}: only {len(devices)} '
         'devices here (--fake-devices N simulates N on a CPU)',
@@ -475,7 +476,7 @@ def main(args) -> None:
       n, args.batch, args.model_axis, args.hidden
     )
   except ValueError as e:
-    cli.fail(PROG, str(e))
+    argtypes.fail(PROG, str(e))
   say = print if jax.process_index() == 0 else (lambda *a, **k: None)
   for line in environment.header_lines(environment.collect()):
     say(line)

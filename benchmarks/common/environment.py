@@ -14,7 +14,9 @@ import sys
 
 import jax
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
 _VERSIONED = (
   'jax',
   'jaxlib',

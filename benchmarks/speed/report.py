@@ -1,12 +1,13 @@
 """The speed report's tables, summary lines and plot.
 
-Rows are the dicts made by ``benchmarks/step_time.py``: one per optimizer and
+Rows are the dicts made by ``benchmarks/speed/step_time.py``: one per optimizer and
 configuration for the step times (``rows``) and for the compile costs
 (``compile_rows``). Everything here only formats what was measured.
 """
 
-from benchmarks import optimizers, reporting
-from benchmarks.reporting import fmt
+from benchmarks.common import reporting
+from benchmarks.common.reporting import fmt
+from benchmarks.speed import contenders
 
 STEP_NOTE = (
   'device = K steps in one jitted fori_loop / K; dispatch = K donated '
@@ -34,7 +35,7 @@ def add_bandwidth(rows: list[dict], copy_gbps: float) -> None:
     times = [t for t in (row.get('device_s'), row.get('dispatched_s')) if t]
     if not times:
       continue
-    floor = row['floor_words'] * optimizers.WORD_BYTES * row['num_params']
+    floor = row['floor_words'] * contenders.WORD_BYTES * row['num_params']
     row['floor_gbps'] = floor / min(times) / 1e9
     row['floor_pct_copy'] = 100 * row['floor_gbps'] / copy_gbps
 

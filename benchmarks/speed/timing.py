@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks import optimizers
+from benchmarks.speed import contenders
 
 MAX_STEPS_PER_SAMPLE = 1000
 
@@ -99,7 +99,7 @@ class TorchRunner:
   def __init__(self, name: str, shapes, seed: int = 0):
     import torch
 
-    from benchmarks import torch_optimizers
+    from benchmarks.speed import torch_contenders
 
     self.name = name
     self.device = (
@@ -113,8 +113,8 @@ class TorchRunner:
     ]
     for p in self.params:
       p.grad = 1e-2 * torch.randn(p.shape, generator=gen).to(self.device)
-    self.opt = torch_optimizers.make(
-      name, self.params, optimizers.LEARNING_RATE
+    self.opt = torch_contenders.make(
+      name, self.params, contenders.LEARNING_RATE
     )
     self._sync = (
       torch.cuda.synchronize if self.device == 'cuda' else lambda: None
@@ -232,6 +232,6 @@ def measure_copy_bandwidth(
     seconds['loop'].append(time.perf_counter() - start)
   del x
   return max(
-    2 * optimizers.WORD_BYTES * num_params * k / float(np.median(t)) / 1e9
+    2 * contenders.WORD_BYTES * num_params * k / float(np.median(t)) / 1e9
     for t in seconds.values()
   )

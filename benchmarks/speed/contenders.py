@@ -1,7 +1,7 @@
 """The optimizers the speed benchmark compares, and what each step must move.
 
 JAX optimizers are built here; PyTorch ones by
-:func:`benchmarks.torch_optimizers.make`, and only where the packages they
+:func:`benchmarks.speed.torch_contenders.make`, and only where the packages they
 need are installed (:func:`missing_module`). All use the same learning rate
 and the papers' default hyperparameters: momentum ``b1 = 0.9``, PNM's
 ``b0 = 1``, AMSGrad on, no weight decay.

@@ -1,6 +1,7 @@
 """PNM state layouts and kernel forms, timed side by side.
 
-Run ``python -m benchmarks.layouts`` (or ``benchmarks.step_time --layouts``).
+Run ``python -m benchmarks.speed.layouts`` (or ``python -m benchmarks.speed
+--layouts``).
 PNM keeps two momentum buffers and writes only one per step, chosen by the
 step parity. How the state holds the pair, and how the step expression is
 written, decides whether XLA updates the buffers in place and fuses the step:
@@ -40,18 +41,11 @@ import numpy as np
 import optax
 
 import pnm_optax
-from benchmarks import (
-  cli,
-  environment,
-  optimizers,
-  reporting,
-  timing,
-  trees,
-  xla_probes,
-)
-from benchmarks.reporting import fmt
+from benchmarks.common import argtypes, environment, reporting
+from benchmarks.common.reporting import fmt
+from benchmarks.speed import contenders, timing, trees, xla_probes
 
-PROG = 'python -m benchmarks.layouts'
+PROG = 'python -m benchmarks.speed.layouts'
 
 B1, B0 = 0.9, 1.0
 BETA = B1**2
@@ -201,7 +195,7 @@ ADAPNM_LAYOUTS = {
 }
 
 
-def layout_optimizers(learning_rate: float = optimizers.LEARNING_RATE) -> dict:
+def layout_optimizers(learning_rate: float = contenders.LEARNING_RATE) -> dict:
   """``name -> (GradientTransformation, reference name or None)``."""
   lr = optax.scale_by_learning_rate(learning_rate)
   opts = {'sgdm': (optax.sgd(learning_rate, momentum=0.9), None)}
@@ -361,20 +355,20 @@ def main(argv=None) -> dict:
   )
   parser.add_argument(
     '--size',
-    type=cli.size,
+    type=argtypes.size,
     default=2**24,
     help='parameters in the leaf (default 2^24)',
   )
-  parser.add_argument('--repeats', type=cli.positive_int, default=7)
+  parser.add_argument('--repeats', type=argtypes.positive_int, default=7)
   parser.add_argument(
     '--target-time',
-    type=cli.positive_float,
+    type=argtypes.positive_float,
     default=0.25,
     help='seconds per timed sample',
   )
   parser.add_argument(
     '--layouts',
-    type=cli.name_list(names),
+    type=argtypes.name_list(names),
     default=None,
     help='comma list of '
     + ','.join(f"'{n}'" for n in names)
@@ -399,7 +393,7 @@ def main(argv=None) -> dict:
     try:
       reporting.write_json(args.out, result)
     except OSError as e:
-      cli.fail(PROG, f'cannot write {args.out}: {e}')
+      argtypes.fail(PROG, f'cannot write {args.out}: {e}')
   return result
 
 

@@ -14,11 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import (
-  cli,
+from benchmarks.common import argtypes
+from benchmarks.speed import (
+  contenders,
   layouts,
   memory,
-  optimizers,
   step_time,
   trees,
   xla_probes,
@@ -29,7 +29,7 @@ try:
   import torch
 except ImportError:
   torch = None
-HAS_PYTORCH_OPTIMIZER = optimizers.module_available('pytorch_optimizer')
+HAS_PYTORCH_OPTIMIZER = contenders.module_available('pytorch_optimizer')
 
 
 def _resnet18_param_count(num_classes, stem_kernel):
@@ -90,13 +90,13 @@ def test_many_leaves_tree_has_exactly_the_leaves_asked_for():
   [('2^24', 2**24), ('2**10', 1024), ('1e5', 100_000), ('4096', 4096)],
 )
 def test_parse_size(text, value):
-  assert cli.parse_size(text) == value
+  assert argtypes.parse_size(text) == value
 
 
 @pytest.mark.parametrize('text', ['abc', '1.5', '0', '-4', '2^', 'inf', 'nan'])
 def test_parse_size_rejects_what_is_not_a_count(text):
   with pytest.raises(ValueError, match='not a'):
-    cli.parse_size(text)
+    argtypes.parse_size(text)
 
 
 def test_state_memory_per_parameter():
@@ -296,7 +296,7 @@ def test_smoke_run_writes_table_json_and_plot(tmp_path, capsys):
 
 def test_smoke_run_without_torch(tmp_path, capsys, monkeypatch):
   monkeypatch.setattr(
-    optimizers,
+    contenders,
     'module_available',
     lambda module: module not in ('torch', 'pytorch_optimizer'),
   )
@@ -474,14 +474,14 @@ def test_layout_alternatives_compute_the_same_updates():
 
 @pytest.mark.skipif(torch is None, reason='PyTorch is not installed')
 def test_torch_pnm_matches_the_float64_reference():
-  from benchmarks import torch_optimizers
+  from benchmarks.speed import torch_contenders
 
   rng = np.random.default_rng(0)
   shapes = [(5,), (3, 4)]
   params = [rng.normal(size=s) for s in shapes]
   reference = ReferencePNM(params, b1=0.9, b0=1.0)
   tensors = [torch.tensor(p) for p in params]
-  opt = torch_optimizers.TorchPNM(tensors, lr=0.1, betas=(0.9, 1.0))
+  opt = torch_contenders.TorchPNM(tensors, lr=0.1, betas=(0.9, 1.0))
   for _ in range(7):
     grads = [rng.normal(size=s) for s in shapes]
     for t, g in zip(tensors, grads):
@@ -507,7 +507,7 @@ def test_torch_pnm_matches_the_float64_reference():
 def test_pytorch_optimizer_runs_with_our_hyperparameters(name, adaptive, lr):
   """The benchmarked pytorch_optimizer settings follow the same trajectory
   as the float64 reference with the JAX optimizers' defaults."""
-  from benchmarks import torch_optimizers
+  from benchmarks.speed import torch_contenders
 
   rng = np.random.default_rng(1)
   shapes = [(5,), (3, 4)]
@@ -516,7 +516,7 @@ def test_pytorch_optimizer_runs_with_our_hyperparameters(name, adaptive, lr):
     params, adaptive=adaptive, b1=0.9, b2=0.999, b0=1.0, eps=1e-8, amsgrad=True
   )
   tensors = [torch.tensor(p) for p in params]
-  opt = torch_optimizers.make(name, tensors, lr)
+  opt = torch_contenders.make(name, tensors, lr)
   for _ in range(7):
     # |g| >= 1: pytorch_optimizer's AdaPNM adds eps before the second-moment
     # bias correction (ours after), which moves a step by ~3e-7 / |g|.

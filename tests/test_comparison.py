@@ -20,7 +20,7 @@ import optax
 import pytest
 from flax import nnx
 
-from benchmarks import generalization
+from benchmarks import comparison
 from benchmarks.comparison import api, checkpoints, cli, training
 from benchmarks.comparison import data as data_lib
 from benchmarks.comparison import models as models_lib
@@ -167,7 +167,7 @@ def test_missing_data_and_unwritable_output_exit_2_in_a_subprocess(tmp_path):
       timeout=120,
     ),
     subprocess.run(
-      [sys.executable, '-m', 'benchmarks.generalization', *cases[3][0]],
+      [sys.executable, '-m', 'benchmarks.comparison', *cases[3][0]],
       cwd=REPO,
       capture_output=True,
       text=True,
@@ -192,7 +192,7 @@ def test_missing_data_and_unwritable_output_exit_2_in_a_subprocess(tmp_path):
 def test_results_named_by_settings_saved_strict_and_resumed(tmp_path, capsys):
   out = tmp_path / 'out'
   argv = TINY + ['--optimizers', 'pnm,sgdm', '--out', str(out)]
-  assert generalization.main(argv) == 0
+  assert cli.main(argv) == 0
   first = capsys.readouterr().out
   (json_path,) = results_files(out)
   assert os.path.basename(json_path).startswith('mnist1d_mlp_')
@@ -233,7 +233,7 @@ def test_results_named_by_settings_saved_strict_and_resumed(tmp_path, capsys):
 
   # the same command again: nothing trained, same results
   mtime = os.path.getmtime(png)
-  assert generalization.main(argv + ['--no-plot']) == 0
+  assert cli.main(argv + ['--no-plot']) == 0
   again = capsys.readouterr().out
   assert again.count('already in the results, skipped') == 2
   assert 'resuming: 2 finished configurations' in again
@@ -242,7 +242,7 @@ def test_results_named_by_settings_saved_strict_and_resumed(tmp_path, capsys):
   del mtime
   # a different experiment gets its own file
   assert (
-    generalization.main(
+    cli.main(
       TINY
       + ['--optimizers', 'pnm', '--b0', '0.5', '--out', str(out), '--no-plot']
     )
@@ -250,13 +250,13 @@ def test_results_named_by_settings_saved_strict_and_resumed(tmp_path, capsys):
   )
   assert len(results_files(out)) == 2
   # --overwrite starts afresh
-  assert generalization.main(argv + ['--overwrite', '--no-plot']) == 0
+  assert cli.main(argv + ['--overwrite', '--no-plot']) == 0
   assert 'skipped' not in capsys.readouterr().out
 
 
 def test_diverged_run_is_marked_and_json_stays_strict(tmp_path, capsys):
   out = tmp_path / 'out'
-  status = generalization.main(
+  status = cli.main(
     TINY
     + [
       '--optimizers',
@@ -314,7 +314,7 @@ def test_sigint_keeps_finished_configurations_and_the_same_command_resumes(
     '0',
   ]
   proc = subprocess.Popen(
-    [sys.executable, '-m', 'benchmarks.generalization', *argv],
+    [sys.executable, '-m', 'benchmarks.comparison', *argv],
     cwd=REPO,
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
@@ -344,7 +344,7 @@ def test_sigint_keeps_finished_configurations_and_the_same_command_resumes(
   assert 1 <= len(finished) < 3, stdout
   kept = {r['optimizer'] for r in finished.values()}
 
-  assert generalization.main(argv) == 0
+  assert cli.main(argv) == 0
   resumed = capsys.readouterr().out
   assert resumed.count('already in the results, skipped') == len(kept)
   if os.path.exists(json_path[:-5] + '.checkpoint.npz'):
@@ -473,7 +473,7 @@ def test_resumed_configuration_ends_with_the_same_numbers(tmp_path):
 
 def test_api_trains_a_model_defined_in_the_test(tmp_path):
   arrays = _toy_data(seed=2)
-  result = generalization.compare(
+  result = comparison.compare(
     TwoLayer,
     arrays,
     optimizers=('pnm', 'sgdm'),
@@ -503,7 +503,7 @@ def test_api_trains_a_model_defined_in_the_test(tmp_path):
   saved = strict_load(result['json_path'])
   assert saved['experiment']['data_fingerprint']
   # other arrays, other experiment
-  other = generalization.compare(
+  other = comparison.compare(
     TwoLayer,
     _toy_data(seed=3),
     optimizers=('sgdm',),
@@ -516,13 +516,13 @@ def test_api_trains_a_model_defined_in_the_test(tmp_path):
   )
   assert other['json_path'] != result['json_path']
   with pytest.raises(ValueError, match='y_train must hold integer'):
-    generalization.compare(
+    comparison.compare(
       TwoLayer, (arrays[0], arrays[1].astype(float), arrays[2], arrays[3])
     )
 
 
 def test_api_lr_grid_and_b0_sweeps_in_memory():
-  result = generalization.compare(
+  result = comparison.compare(
     'mlp',
     'mnist1d',
     optimizers=('pnm',),
@@ -914,8 +914,8 @@ def test_image_models_train_mode_updates_only_batch_stats(name):
 
 
 def test_docs_api_example_runs_as_written(tmp_path):
-  """The Python example of docs/generalization.md, on arrays made here."""
-  with open(os.path.join(REPO, 'docs', 'generalization.md')) as f:
+  """The Python example of docs/comparison.md, on arrays made here."""
+  with open(os.path.join(REPO, 'docs', 'comparison.md')) as f:
     text = f.read()
   section = text[text.index('## From Python') :]
   code = section[section.index('```python\n') + 10 :]
@@ -929,7 +929,7 @@ def test_docs_api_example_runs_as_written(tmp_path):
     'x_test': x_test,
     'y_test': y_test,
   }
-  exec(compile(code, 'docs/generalization.md', 'exec'), scope)
+  exec(compile(code, 'docs/comparison.md', 'exec'), scope)
   results = scope['results']
   assert set(results['summary']) == {'pnm', 'sgdm'}
   assert results['paired'][0]['n'] == 5

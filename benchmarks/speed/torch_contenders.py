@@ -4,7 +4,7 @@
 reference code: a Python loop over parameters, in-place tensor ops, and the
 buffer pair swapped by step parity. ``pytorch_optimizer``'s ``PNM`` and
 ``AdaPNM`` are the implementations PyTorch users install; they are set to the
-JAX optimizers' hyperparameters (``benchmarks.optimizers``).
+JAX optimizers' hyperparameters (``benchmarks.speed.contenders``).
 """
 
 import math
@@ -48,7 +48,7 @@ class TorchPNM(torch.optim.Optimizer):
 
 
 def make(name: str, params, lr: float) -> torch.optim.Optimizer:
-  """A PyTorch optimizer of ``benchmarks.optimizers.TORCH_OPTIMIZERS``."""
+  """A PyTorch optimizer of ``benchmarks.speed.contenders.TORCH_OPTIMIZERS``."""
   if name == 'torch_sgd_foreach':
     return torch.optim.SGD(params, lr=lr, momentum=0.9, foreach=True)
   if name == 'torch_sgd_fused':

@@ -1,6 +1,6 @@
 """Speed of one train step: pnm-optax against Optax (and PyTorch if present).
 
-Run ``python -m benchmarks.step_time`` (``--quick`` for a few seconds,
+Run ``python -m benchmarks.speed`` (``--quick`` for a few seconds,
 ``--help`` for options). A train step is ``update`` + ``apply_updates`` in one
 jitted function with the parameters and optimizer state donated. For each
 parameter tree (single leaves of several sizes, and trees shaped like
@@ -9,18 +9,18 @@ measures, interleaving the optimizers in rounds and taking medians:
 
 * device and dispatched time per step, and their ratios to
   ``optax.sgd(momentum=0.9)``, ``optax.amsgrad`` and ``optax.adam`` taken
-  within each round (``benchmarks/timing.py``);
+  within each round (``benchmarks/speed/timing.py``);
 * achieved bandwidth: the optimizer's traffic floor over the faster time,
   against a measured copy bandwidth, and XLA's own count of bytes accessed;
 * compile cost: cold trace+lower and compile seconds, HLO instructions and
-  StableHLO size per leaf (``benchmarks/xla_probes.py``);
+  StableHLO size per leaf (``benchmarks/speed/xla_probes.py``);
 * state memory per parameter with and without ``mu_dtype=bfloat16``.
 
 ``--compile-only`` measures the compile cost alone (no arrays are
 allocated), e.g. ``--trees many_leaves --sizes none --compile-only``.
 Writes the tables to stdout and ``step_time.json`` (after every
 configuration, so an interrupted run keeps what it finished) and
-``step_time.png`` to ``--out`` (default ``results/step_time``).
+``step_time.png`` to ``--out`` (default ``results/speed``).
 """
 
 import argparse
@@ -30,19 +30,17 @@ import sys
 import jax
 import jax.numpy as jnp
 
-from benchmarks import (
-  cli,
-  environment,
+from benchmarks.common import argtypes, environment, reporting
+from benchmarks.speed import (
+  contenders,
   memory,
-  optimizers,
-  reporting,
+  report,
   timing,
   trees,
   xla_probes,
 )
-from benchmarks import step_time_report as report
 
-PROG = 'python -m benchmarks.step_time'
+PROG = 'python -m benchmarks.speed'
 DEFAULT_SIZES = '1e5,1e6,2^22,2^24,2^26,2^28'
 QUICK_SIZES = '1e4,1e5'
 RATIO_REFS = ('sgdm', 'amsgrad', 'adam')  # every ratio is to one of these
@@ -54,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   )
   parser.add_argument(
     '--sizes',
-    type=cli.size_list,
+    type=argtypes.size_list,
     default=None,
     help='single-leaf parameter counts, e.g. 1e6,2^24, or '
     f"'none' (default {DEFAULT_SIZES}; --quick: "
@@ -62,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   )
   parser.add_argument(
     '--trees',
-    type=cli.name_list(trees.TREES, True),
+    type=argtypes.name_list(trees.TREES, True),
     default=None,
     help='comma list of '
     + ','.join(trees.TREES)
@@ -70,11 +68,11 @@ def parse_args(argv=None) -> argparse.Namespace:
   )
   parser.add_argument(
     '--optimizers',
-    type=cli.name_list(optimizers.ALL),
-    default=list(optimizers.ALL),
+    type=argtypes.name_list(contenders.ALL),
+    default=list(contenders.ALL),
     help='comma list of '
-    + ','.join(optimizers.ALL)
-    + f' ({optimizers.BASELINE}, the baseline, is always '
+    + ','.join(contenders.ALL)
+    + f' ({contenders.BASELINE}, the baseline, is always '
     'run; default: all)',
   )
   parser.add_argument(
@@ -82,19 +80,19 @@ def parse_args(argv=None) -> argparse.Namespace:
   )
   parser.add_argument(
     '--torch-threads',
-    type=cli.positive_int,
+    type=argtypes.positive_int,
     default=None,
     help="torch.set_num_threads (default: torch's own)",
   )
   parser.add_argument(
     '--repeats',
-    type=cli.positive_int,
+    type=argtypes.positive_int,
     default=None,
     help='timing rounds per tree (default 5; --quick: 3)',
   )
   parser.add_argument(
     '--compile-repeats',
-    type=cli.positive_int,
+    type=argtypes.positive_int,
     default=None,
     help='cold compiles per optimizer and tree (default 3; --quick: 1)',
   )
@@ -105,24 +103,24 @@ def parse_args(argv=None) -> argparse.Namespace:
   )
   parser.add_argument(
     '--target-time',
-    type=cli.positive_float,
+    type=argtypes.positive_float,
     default=None,
     help='seconds per timed sample (default 0.25; --quick: 0.02)',
   )
   parser.add_argument(
     '--mem-fraction',
-    type=cli.fraction,
+    type=argtypes.fraction,
     default=0.6,
     help='share of available memory a tree may use',
   )
   parser.add_argument(
     '--layouts',
     action='store_true',
-    help='also time the PNM state-layout alternatives (benchmarks/layouts.py)',
+    help='also time the PNM state-layout alternatives (benchmarks/speed/layouts.py)',
   )
   parser.add_argument(
     '--layout-size',
-    type=cli.size,
+    type=argtypes.size,
     default=2**24,
     help='leaf size for --layouts (default 2^24)',
   )
@@ -134,13 +132,15 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--no-progress', action='store_true')
   parser.add_argument(
     '--out',
-    default='results/step_time',
+    default='results/speed',
     help='folder for step_time.json and step_time.png',
   )
   parser.add_argument('--no-plot', action='store_true')
   args = parser.parse_args(argv)
   if args.sizes is None:
-    args.sizes = cli.size_list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    args.sizes = argtypes.size_list(
+      QUICK_SIZES if args.quick else DEFAULT_SIZES
+    )
   if args.trees is None:
     args.trees = [] if args.quick else list(trees.TREES)
   if args.repeats is None:
@@ -157,17 +157,17 @@ def select_optimizers(
 ) -> tuple[list[str], list[str]]:
   """The baseline first, then ``names`` that can run here; and why others
   cannot (one note per reason)."""
-  names = [optimizers.BASELINE] + [n for n in names if n != optimizers.BASELINE]
+  names = [contenders.BASELINE] + [n for n in names if n != contenders.BASELINE]
   notes, skipped = [], {}
   for name in names:
-    if not optimizers.is_torch(name):
+    if not contenders.is_torch(name):
       continue
     if compile_only:
       reason = 'no compile step (--compile-only)'
     elif no_torch:
       reason = '--no-torch'
     else:
-      missing = optimizers.missing_module(name)
+      missing = contenders.missing_module(name)
       reason = missing and f'{missing} is not installed' + (
         ' (pip install pytorch_optimizer)'
         if missing == 'pytorch_optimizer'
@@ -200,7 +200,7 @@ def measure_compile(
   params = trees.abstract_tree(shapes)
   makers, args = {}, {}
   for name in names:
-    make = optimizers.JAX_OPTIMIZERS[name].make
+    make = contenders.JAX_OPTIMIZERS[name].make
     # A fresh optimizer and closure per compile: nothing cached can answer.
     makers[name] = lambda make=make: timing.make_train_step(make(None))
     args[name] = (params, jax.eval_shape(make(None).init, params), params)
@@ -243,12 +243,12 @@ def measure_steps(
   runners, errors = [], {}
   for name in names:
     try:
-      if optimizers.is_torch(name):
+      if contenders.is_torch(name):
         runners.append(timing.TorchRunner(name, shapes))
       else:
         runners.append(
           timing.JaxRunner(
-            name, optimizers.JAX_OPTIMIZERS[name].make(None), params, grads
+            name, contenders.JAX_OPTIMIZERS[name].make(None), params, grads
           )
         )
     except Exception as e:
@@ -272,9 +272,9 @@ def measure_steps(
           samples, r.name, ref, kind
         )
     row.update(
-      floor_words=optimizers.ALL[r.name].floor_words, samples=samples[r.name]
+      floor_words=contenders.ALL[r.name].floor_words, samples=samples[r.name]
     )
-    if optimizers.is_torch(r.name):
+    if contenders.is_torch(r.name):
       row['torch_device'] = r.device
     rows.append(row)
   for name, err in errors.items():
@@ -294,7 +294,7 @@ def plan(configs, names: list[str], budget: float, budget_text: str):
   """Memory plan per configuration: ``(label, shapes, groups)`` to run, and
   what is skipped and why, and notes on configurations run in groups."""
   planned, skipped, notes = [], [], []
-  baseline = [optimizers.BASELINE]
+  baseline = [contenders.BASELINE]
   for label, shapes in configs:
     n = trees.num_params(shapes)
     if memory.bytes_needed(n, baseline) > budget:
@@ -340,7 +340,7 @@ def main(argv=None) -> dict:
   names, notes = select_optimizers(
     args.optimizers, args.no_torch, args.compile_only
   )
-  jax_names = [n for n in names if not optimizers.is_torch(n)]
+  jax_names = [n for n in names if not contenders.is_torch(n)]
   cache_dir = getattr(jax.config, 'jax_compilation_cache_dir', None)
   if cache_dir:
     # A persistent cache would answer the second compile of the same step.
@@ -348,7 +348,7 @@ def main(argv=None) -> dict:
     notes.append(
       f'persistent compilation cache ({cache_dir}) switched off for this run'
     )
-  uses_torch = any(optimizers.is_torch(n) for n in names)
+  uses_torch = any(contenders.is_torch(n) for n in names)
   if uses_torch and args.torch_threads:
     import torch
 
@@ -433,7 +433,7 @@ def main(argv=None) -> dict:
         row['hlo_words'] = words.get(row['optimizer'])
       # The baseline's row from the first group stands for the config.
       result['rows'] += [
-        r for r in group_rows if i == 0 or r['optimizer'] != optimizers.BASELINE
+        r for r in group_rows if i == 0 or r['optimizer'] != contenders.BASELINE
       ]
     save()
   progress.close()
@@ -482,7 +482,7 @@ def main(argv=None) -> dict:
   print(f'# load average at end (1, 5, 15 min): {info["loadavg_end"]}')
 
   if args.layouts:
-    from benchmarks import layouts
+    from benchmarks.speed import layouts
 
     print()
     result['layouts'] = layouts.run(
@@ -506,7 +506,7 @@ def _write(path: str, result: dict) -> None:
   try:
     reporting.write_json(path, result)
   except OSError as e:
-    cli.fail(PROG, f'cannot write {path}: {e}')
+    argtypes.fail(PROG, f'cannot write {path}: {e}')
 
 
 if __name__ == '__main__':
