@@ -8,6 +8,23 @@ import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
+# Python source that makes every non-loopback socket connection fail, run
+# first in processes that must work offline (notebooks, the docs build).
+LOOPBACK_ONLY = """
+import socket
+
+def _loopback_only(connect):
+    def guarded(self, address, *args):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in (
+                "127.0.0.1", "::1", "localhost"):
+            raise OSError(f"network access is disabled in this test: {address}")
+        return connect(self, address, *args)
+    return guarded
+
+socket.socket.connect = _loopback_only(socket.socket.connect)
+socket.socket.connect_ex = _loopback_only(socket.socket.connect_ex)
+"""
+
 
 def _flat(tree) -> np.ndarray:
   """All leaves of ``tree`` raveled into one float64 (or complex128) vector."""

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from ipykernel import kernelspec
 
-from tests.helpers import REPO
+from tests.helpers import LOOPBACK_ONLY, REPO
 
 NOTEBOOK_DIR = REPO / 'notebooks'
 NOTEBOOKS = sorted(p.name for p in NOTEBOOK_DIR.glob('*.ipynb'))
@@ -36,21 +36,10 @@ SUMMARY_PREFIX = 'PNM_NOTEBOOK_SUMMARY '
 
 # Prepended to each notebook under test: loopback only, same interpreter.
 GUARD_CELL = f"""
-import socket, sys
+import sys
 
 assert sys.executable == {sys.executable!r}, sys.executable
-
-def _loopback_only(connect):
-    def guarded(self, address, *args):
-        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in (
-                "127.0.0.1", "::1", "localhost"):
-            raise OSError(f"network access is disabled in the notebook test: {{address}}")
-        return connect(self, address, *args)
-    return guarded
-
-socket.socket.connect = _loopback_only(socket.socket.connect)
-socket.socket.connect_ex = _loopback_only(socket.socket.connect_ex)
-"""
+{LOOPBACK_ONLY}"""
 
 # The CIFAR notebook's comparison chart calls plt.show() after the benchmark's
 # plotting code has switched matplotlib to the Agg backend, so it never
