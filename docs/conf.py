@@ -17,7 +17,7 @@ import pnm_optax  # noqa: E402
 
 project = 'pnm-optax'
 author = 'The pnm-optax authors'
-copyright = "2026, The pnm-optax authors"
+copyright = '2026, The pnm-optax authors'
 release = pnm_optax.__version__
 version = release
 
