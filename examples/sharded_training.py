@@ -43,7 +43,7 @@ DEFAULT_BATCH = 256
 DEFAULT_MODEL_AXIS = 2
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     prog=PROG,
     description=__doc__.split('\n\n')[0],
@@ -160,7 +160,7 @@ def choose_layout(num_devices: int, batch, model_axis, hidden: int):
 
 
 if __name__ == '__main__':
-  ARGS = _parser().parse_args()
+  ARGS = build_parser().parse_args()
   if ARGS.fake_devices:
     # XLA reads its flags once, when JAX starts: set them before `import jax`.
     os.environ['XLA_FLAGS'] = ' '.join(

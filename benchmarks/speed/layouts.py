@@ -348,7 +348,7 @@ def run(
   return dict(num_params=num_params, repeats=repeats, rows=rows, table=table)
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
   names = list(layout_optimizers())
   parser = argparse.ArgumentParser(
     prog=PROG, description=__doc__.split('\n')[0]
@@ -378,7 +378,11 @@ def main(argv=None) -> dict:
   parser.add_argument(
     '--out', default=None, help='also write the result as JSON to this file'
   )
-  args = parser.parse_args(argv)
+  return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+  args = parse_args(argv)
   chosen = None
   if args.layouts:
     chosen = ['sgdm'] + [n for n in args.layouts if n != 'sgdm']
