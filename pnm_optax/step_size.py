@@ -133,8 +133,9 @@ def sgdm_equivalent_learning_rate(
   (each PNM buffer decays with :math:`\mu^2` and sees every other gradient,
   so it averages fewer gradients than SGD-M's one buffer), 3.16x at
   :math:`\beta_0 = 1`, 5.09x at 2, for :math:`\mu = 0.9`. Summed over many
-  steps at equal mean steps, both move the same (the displacement after 400
-  steps has a standard deviation within 0.7% of SGD-M's for :math:`\beta_0 \leq 3`).
+  steps at equal mean steps, both move the same: the displacement after 400
+  steps has a standard deviation within 0.7% of SGD-M's for
+  :math:`\beta_0 \leq 3`.
 
   Args:
     sgd_learning_rate: learning rate of ``optax.sgd`` (>= 0, finite).
