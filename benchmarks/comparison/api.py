@@ -12,6 +12,7 @@ import hashlib
 import os
 import time
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -146,6 +147,23 @@ def _fingerprint(dataset: data_lib.Dataset) -> str:
   return digest.hexdigest()[:16]
 
 
+class FinalMeasure(Protocol):
+  """Something computed from a configuration's final state (e.g. the
+  curvature of the training loss): ``describe()`` gives its settings
+  (JSON-able; part of the configuration's identity), the call gives a
+  JSON-able dict of per-seed values."""
+
+  def describe(self) -> dict: ...
+
+  def __call__(
+    self,
+    trainer: training.Trainer,
+    state,
+    seeds: list,
+    history: training.History,
+  ) -> dict: ...
+
+
 class Comparison:
   """One comparison, ready to run: data, results file, progress reporter."""
 
@@ -230,22 +248,40 @@ class Comparison:
     self, name: str, hp: Mapping[str, float], seeds: Sequence[int], split: str
   ) -> training.History:
     """One configuration (skipped when already in the results file)."""
+    return self.train_measured(name, hp, seeds, split)[0]
+
+  def train_measured(
+    self,
+    name: str,
+    hp: Mapping[str, float],
+    seeds: Sequence[int],
+    split: str,
+    measure: 'FinalMeasure | None' = None,
+  ) -> tuple[training.History, dict | None]:
+    """One configuration and, with ``measure``, what ``measure`` computes
+    from its final state (both read back when the configuration is already
+    in the results file: the measure's settings are part of the
+    configuration)."""
     spec = {
       'optimizer': name,
       'hparams': dict(hp),
       'evaluated_on': split,
       'seeds': list(seeds),
     }
+    if measure is not None:
+      spec['measure'] = measure.describe()
     config_id = results_lib.settings_id(spec)
     label = f'{opt_lib.LABELS[name]} lr {hp["lr"]:g}'
     if 'b0' in hp:
       label += f' b0 {hp["b0"]:g}'
+    if 'momentum' in hp and hp['momentum'] != 0.9:
+      label += f' momentum {hp["momentum"]:g}'
     label += f' ({split}, {len(seeds)} seeds)'
     history = self.store.finished(config_id)
     if history is not None:
       self.reporter.start(label, self.settings.epochs)
       self.reporter.finish(history, skipped=True)
-      return history
+      return history, self.store.record(config_id).get('measures')
     checkpointer = None
     done = 0
     if self.store.checkpoint_path is not None:
@@ -254,16 +290,27 @@ class Comparison:
       )
       done = checkpointer.saved_epochs()
     self.reporter.start(label, self.settings.epochs, done)
-    history = self.trainer(split).train(
-      name, hp, seeds, on_epoch=self.reporter.epoch, checkpointer=checkpointer
+    trainer = self.trainer(split)
+    measures = None
+    final_state = []
+    history = trainer.train(
+      name,
+      hp,
+      seeds,
+      on_epoch=self.reporter.epoch,
+      checkpointer=checkpointer,
+      on_finish=final_state.append if measure is not None else None,
     )
+    if measure is not None:
+      measures = measure(trainer, final_state[0], list(seeds), history)
+      spec['measures'] = measures
     finished = datetime.datetime.now(datetime.UTC)
     self.store.add(
       config_id,
       {
         'label': label,
         **spec,
-        'steps_per_epoch': self.trainer(split).steps_per_epoch,
+        'steps_per_epoch': trainer.steps_per_epoch,
       },
       history,
       {
@@ -274,7 +321,7 @@ class Comparison:
     if checkpointer is not None:
       checkpointer.remove()
     self.reporter.finish(history)
-    return history
+    return history, measures
 
   def validation_error(self, name: str, hp: Mapping[str, float]) -> float:
     """Mean final validation error over the grid seeds (inf: diverged)."""

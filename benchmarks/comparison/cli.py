@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     type=int,
     help='seeds 0..N-1, trained side by side; each fixes the '
     'initialisation and data order, shared by all optimizers '
-    '(default 5; 25 with --study)',
+    '(default 5; 25 with --study full, 10 with --study noise)',
   )
   p.add_argument(
     '--optimizers',
@@ -189,11 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
   )
   p.add_argument(
     '--study',
-    choices=('full',),
-    help='the MNIST-1D study behind docs/comparison.md '
-    '(CNN and MLP, lr grids, 25 seeds, b0 sweeps); combines '
-    'only with --seeds, --out, --overwrite, --no-plot, '
-    '--no-progress',
+    choices=('full', 'noise'),
+    help='full: the MNIST-1D study behind docs/comparison.md '
+    '(CNN and MLP, lr grids, 25 seeds, b0 sweeps); noise: the b0 map '
+    'of docs/noise.md (MLP and CNN x batch 100 and 1000 x b0 0..3 at a '
+    'matched mean step, SGD-M 0.9 and 0.81, Hessian trace; 10 seeds). '
+    'Both combine with --seeds, --out, --overwrite, --no-plot, '
+    '--no-progress; noise also with --epochs and '
+    '--max-steps-per-epoch (smoke runs)',
   )
   return p
 
@@ -283,6 +286,8 @@ def check_writable(folder: str) -> None:
 
 def _study_conflicts(args: argparse.Namespace) -> list[str]:
   allowed = {'study', 'seeds', 'out', 'overwrite', 'no_plot', 'no_progress'}
+  if args.study == 'noise':
+    allowed |= {'epochs', 'max_steps_per_epoch'}
   defaults = vars(build_parser().parse_args([]))
   return [
     '--' + k.replace('_', '-')
@@ -339,29 +344,52 @@ def _run(args: argparse.Namespace, compilation_cache: bool) -> int:
   reporter = progress_lib.Progress(bar=False if args.no_progress else None)
   try:
     if args.study:
-      from benchmarks.comparison import study
+      from benchmarks.comparison import noise, study
 
       conflicts = _study_conflicts(args)
       if conflicts:
+        extra = (
+          ', --epochs, --max-steps-per-epoch' if args.study == 'noise' else ''
+        )
         raise settings_lib.SettingsError(
           'study',
-          f'fixes the experiment; drop {", ".join(conflicts)} '
+          f'{args.study} fixes the experiment; drop {", ".join(conflicts)} '
           '(it combines with --seeds, --out, --overwrite, --no-plot, '
-          '--no-progress)',
+          f'--no-progress{extra})',
         )
-      seeds = 25 if args.seeds is None else args.seeds
+      default_seeds = 25 if args.study == 'full' else noise.SEEDS
+      seeds = default_seeds if args.seeds is None else args.seeds
       if seeds < 2:
         raise settings_lib.SettingsError(
           'seeds', f'must be >= 2 for the study (paired tests), got {seeds}'
         )
       check_writable(args.out)
-      task = lambda: study.run_study(
-        out=args.out,
-        seeds=seeds,
-        overwrite=args.overwrite,
-        plot=not args.no_plot,
-        reporter=reporter,
-      )
+      if args.study == 'full':
+        task = lambda: study.run_study(
+          out=args.out,
+          seeds=seeds,
+          overwrite=args.overwrite,
+          plot=not args.no_plot,
+          reporter=reporter,
+        )
+      else:
+        for flag, value in (
+          ('epochs', args.epochs),
+          ('max_steps_per_epoch', args.max_steps_per_epoch),
+        ):
+          if value is not None and value < 1:
+            raise settings_lib.SettingsError(
+              flag, f'must be an integer >= 1, got {value}'
+            )
+        task = lambda: noise.run_noise_study(
+          out=args.out,
+          seeds=seeds,
+          overwrite=args.overwrite,
+          plot=not args.no_plot,
+          reporter=reporter,
+          epochs=args.epochs or noise.EPOCHS,
+          steps_cap=args.max_steps_per_epoch,
+        )
     else:
       settings = settings_from_args(args).resolved()
       check_writable(settings.out)

@@ -123,6 +123,10 @@ class ResultsFile:
       diverged_at=record['diverged_at_epoch'],
     )
 
+  def record(self, config_id: str) -> dict:
+    """The saved record of a finished configuration."""
+    return self.content['configurations'][config_id]
+
   def add(
     self,
     config_id: str,

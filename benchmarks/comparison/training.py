@@ -287,12 +287,15 @@ class Trainer:
     *,
     on_epoch: EpochCallback | None = None,
     checkpointer: Checkpointer | None = None,
+    on_finish: Callable[[object], None] | None = None,
   ) -> History:
     """Trains optimizer ``name`` with hyperparameters ``hp`` on ``seeds``.
 
     Stops early when every seed has diverged. With ``checkpointer``, starts
     from its saved state if it has one, saves as it goes, and saves the last
     finished epoch when interrupted (``KeyboardInterrupt`` is re-raised).
+    ``on_finish`` gets the final ``(params, rest, opt_state)``, stacked over
+    ``seeds``, once training ends.
     """
     seeds = [int(s) for s in seeds]
     groups = seed_groups(seeds)
@@ -344,6 +347,8 @@ class Trainer:
       if checkpointer is not None and history.epochs_done > saved_epochs:
         checkpointer.save(joined(parts), history)
       raise
+    if on_finish is not None:
+      on_finish(joined(parts))
     return history
 
   def _record(self, history: History, hp, metrics, seconds: float) -> None:
