@@ -1,13 +1,17 @@
 """Construction-time validation of hyperparameters.
 
-Only concrete values are checked: schedules (callables) and traced values
-(e.g. under ``optax.inject_hyperparams``) pass through untouched.
+Values are checked when they are concrete: traced values (e.g. under
+``optax.inject_hyperparams`` and ``jax.jit``) are checked for their shape
+only, and schedules (callables) are never called.
 """
 
 from typing import Any
 
 import jax
 import numpy as np
+
+# Dtypes in which a hyperparameter such as b2 = 0.999 can round to 1.
+_HALF_DTYPES = ('bfloat16', 'float16')
 
 
 def _concrete(value: Any):
@@ -29,6 +33,44 @@ def is_zero(value: Any) -> bool:
   return arr is not None and not np.any(arr)
 
 
+def is_traced(value: Any) -> bool:
+  """Whether ``value`` is a traced (abstract) value, e.g. under ``jax.jit``."""
+  return value is not None and not callable(value) and _concrete(value) is None
+
+
+def check_scalar(name: str, value: Any, *, schedule: bool = False) -> None:
+  """Raises ValueError unless ``value`` is a scalar (shape ``()``), or, with
+  ``schedule``, a callable (a schedule of the step count).
+
+  Arrays of any other shape would broadcast against the per-step scalars and
+  silently change the update, so they are rejected rather than guessed at.
+  """
+  if callable(value):
+    if schedule:
+      return
+    raise ValueError(
+      f'{name} must be a number, not a schedule (got {value!r}). To change '
+      f'{name} during training, wrap the optimizer in '
+      f'optax.inject_hyperparams and pass the schedule there.'
+    )
+  shape = np.shape(value)
+  if shape != ():
+    raise ValueError(
+      f'{name} must be a scalar (shape ()), got a value of shape {shape}.'
+    )
+
+
+def _rounding_hint(name: str, arr: np.ndarray) -> str:
+  """A hint for values that only fail because a half dtype rounded them."""
+  if arr.dtype.name not in _HALF_DTYPES:
+    return ''
+  return (
+    f' {name} was given in {arr.dtype.name}, in which values close to 1 round '
+    'to 1 (0.999 does in bfloat16). Under optax.inject_hyperparams with '
+    f'{arr.dtype.name} parameters, pass hyperparam_dtype=jnp.float32.'
+  )
+
+
 def check_nonnegative(name: str, value: Any, *, finite: bool = False) -> None:
   """Raises ValueError unless ``value`` >= 0 (NaN fails; inf too if
   ``finite``, for values where infinity can only give non-finite updates)."""
@@ -48,7 +90,9 @@ def check_unit_interval(name: str, value: Any) -> None:
   """Raises ValueError unless 0 <= ``value`` < 1 (NaN fails)."""
   arr = _concrete(value)
   if arr is not None and not np.all((arr >= 0) & (arr < 1)):
-    raise ValueError(f'{name} must be in [0, 1), got {value!r}.')
+    raise ValueError(
+      f'{name} must be in [0, 1), got {value!r}.' + _rounding_hint(name, arr)
+    )
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
