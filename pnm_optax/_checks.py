@@ -8,10 +8,8 @@ only, and schedules (callables) are never called.
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-
-# Dtypes in which a hyperparameter such as b2 = 0.999 can round to 1.
-_HALF_DTYPES = ('bfloat16', 'float16')
 
 
 def _concrete(value: Any):
@@ -61,13 +59,16 @@ def check_scalar(name: str, value: Any, *, schedule: bool = False) -> None:
 
 
 def _rounding_hint(name: str, arr: np.ndarray) -> str:
-  """A hint for values that only fail because a half dtype rounded them."""
-  if arr.dtype.name not in _HALF_DTYPES:
+  """A hint for values that only fail because their dtype rounded them."""
+  real = jnp.issubdtype(arr.dtype, jnp.floating)
+  if not real or arr.dtype.itemsize >= 8 or not np.any(arr == 1):
     return ''
   return (
     f' {name} was given in {arr.dtype.name}, in which values close to 1 round '
-    'to 1 (0.999 does in bfloat16). Under optax.inject_hyperparams with '
-    f'{arr.dtype.name} parameters, pass hyperparam_dtype=jnp.float32.'
+    'to 1 (0.999 does in bfloat16). Under optax.inject_hyperparams the '
+    "hyperparameters take the parameters' dtype: pass "
+    'hyperparam_dtype=jnp.float32 (jnp.float64 with jax_enable_x64 for '
+    'values within 6e-8 of 1).'
   )
 
 
@@ -93,6 +94,23 @@ def check_unit_interval(name: str, value: Any) -> None:
     raise ValueError(
       f'{name} must be in [0, 1), got {value!r}.' + _rounding_hint(name, arr)
     )
+
+
+def check_below_one_in(name: str, value: Any, dtype) -> None:
+  """Raises ValueError if a concrete ``value`` < 1 rounds to 1 in ``dtype``,
+  the dtype the step computes in (e.g. ``b1 = 0.99999999`` in float32, which
+  would freeze the momentum)."""
+  arr = _concrete(value)
+  if arr is None or not np.all(arr < 1):
+    return
+  if np.all(np.asarray(arr, dtype) < 1):
+    return
+  largest = float(np.nextafter(np.asarray(1, dtype), np.asarray(0, dtype)))
+  raise ValueError(
+    f'{name}={value!r} rounds to 1 in {np.dtype(dtype).name}, the dtype this '
+    f'step computes in; pass {name} <= {largest!r}, or float64 parameters '
+    '(with jax_enable_x64).'
+  )
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

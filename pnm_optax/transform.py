@@ -146,6 +146,18 @@ def _check_mu_dtype(name: str, params, mu_dtype) -> None:
       )
 
 
+def _check_rounding(params, mu_dtype, **values) -> None:
+  """Raises ValueError if a hyperparameter below 1 rounds to 1 in a compute
+  dtype of these parameters (checked again when the step is traced)."""
+  dtypes = {
+    _real(_compute_dtype(dtype, mu_dtype or dtype))
+    for dtype in map(jnp.result_type, jax.tree.leaves(params))
+  }
+  for dtype in dtypes:
+    for name, value in values.items():
+      _checks.check_below_one_in(name, value, dtype)
+
+
 def _unzip(updates, out, n: int) -> tuple:
   """Splits ``out``, a tree of ``n``-tuples with ``updates``' structure, into
   ``n`` trees. Unlike ``jax.tree.transpose`` it accepts trees without leaves
@@ -199,6 +211,7 @@ def _pn_coefficients(count, b1, b0, dtype, scale=1.0) -> _PNCoefficients:
   ``pos = (1 + b0) / n`` and ``neg = b0 / n`` with
   ``n = sqrt((1 + b0)^2 + b0^2)``.
   """
+  _checks.check_below_one_in('b1', b1, dtype)
   b0 = jnp.asarray(b0(count) if callable(b0) else b0, dtype)
   beta = jnp.asarray(b1, dtype) ** 2
   inv_norm = scale / noise_norm(b0)
@@ -313,6 +326,7 @@ def scale_by_pnm(
   def init_fn(params):
     _check_params('scale_by_pnm', params)
     _check_mu_dtype('scale_by_pnm', params, mu_dtype)
+    _check_rounding(params, mu_dtype, b1=b1)
     return ScaleByPNMState(
       count=jnp.zeros([], jnp.int32),
       mu_odd=optax.tree.zeros_like(params, dtype=mu_dtype),
@@ -415,6 +429,7 @@ def scale_by_adapnm(
   def init_fn(params):
     _check_params('scale_by_adapnm', params)
     _check_mu_dtype('scale_by_adapnm', params, mu_dtype)
+    _check_rounding(params, mu_dtype, b1=b1, b2=b2)
     nu = lambda: jax.tree.map(  # zeros_like keeps each leaf's sharding
       lambda p: jnp.zeros_like(p, _nu_dtype_for(p.dtype, nu_dtype)), params
     )
@@ -435,6 +450,7 @@ def scale_by_adapnm(
       coefficients: ``u / (sqrt(v / bc2) + eps) / bc1`` equals
       ``u sqrt(bc2) / bc1 / (sqrt(v) + eps sqrt(bc2))``, two multiplications
       per leaf fewer."""
+      _checks.check_below_one_in('b2', b2, dtype)
       t = state.count.astype(dtype) + 1  # step t, exact past int32 too
       beta2 = jnp.asarray(b2, dtype)
       bc2 = 1 - beta2**t

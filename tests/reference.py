@@ -49,21 +49,29 @@ class ReferencePNM:
         'neg': np.zeros_like(p),
         'sq': np.zeros(p.shape),
         'max_sq': np.zeros(p.shape),
+        'pos_abs': np.zeros(p.shape),
+        'neg_abs': np.zeros(p.shape),
       }
       for p in self.params
     ]
 
-  def step(self, grads, lr, b0=None, weight_decay=None):
+  def step(
+    self, grads, lr, b0=None, weight_decay=None, scale_lr=None, scale_wd=None
+  ):
     """One step with learning rate ``lr`` (and optionally this step's b0 and
     weight decay).
 
-    Also sets ``self.scale``: per parameter, the sum of the absolute values
-    of the terms that make up this step's change (the momentum buffers'
-    contributions and the decay), the scale that rounding errors of a
-    correct implementation are relative to.
+    Also sets ``self.scale``: per parameter, the step computed with the
+    absolute values of every term (gradients, decay, buffers' contributions,
+    before any of them cancel), the size that rounding errors of a correct
+    implementation are relative to. ``scale_lr`` and ``scale_wd`` replace
+    ``lr`` and the decay there (e.g. by the size of a schedule's terms, which
+    a float32 schedule rounds relative to).
     """
     b0 = self.b0 if b0 is None else b0
     wd = self.weight_decay if weight_decay is None else weight_decay
+    scale_lr = lr if scale_lr is None else scale_lr
+    scale_wd = wd if scale_wd is None else scale_wd
     b1, b2 = self.b1, self.b2
     self.step_count += 1
     t = self.step_count
@@ -73,24 +81,29 @@ class ReferencePNM:
       self.params, grads, self.buffers, self.decay_mask
     ):
       g = np.array(g, dtype=p.dtype)
-      decay_scale = np.zeros(p.shape)
-      if wd and decayed:
+      g_abs, decay_scale = np.abs(g), np.zeros(p.shape)
+      if (wd or scale_wd) and decayed:
         if self.decoupled:
-          decay_scale = lr * wd * np.abs(p)
+          decay_scale = scale_lr * scale_wd * np.abs(p)
           p *= 1 - lr * wd
         else:
+          g_abs = g_abs + scale_wd * np.abs(p)
           g = g + wd * p
       if t % 2 == 1:
         pos, neg = buf['pos'], buf['neg']
+        pos_abs, neg_abs = buf['pos_abs'], buf['neg_abs']
       else:
         neg, pos = buf['pos'], buf['neg']
+        neg_abs, pos_abs = buf['pos_abs'], buf['neg_abs']
       pos *= b1**2
       pos += (1 - b1**2) * g
+      pos_abs *= b1**2
+      pos_abs += (1 - b1**2) * g_abs
       direction = ((1 + b0) * pos - b0 * neg) * (1 / noise_norm)
-      magnitude = ((1 + b0) * np.abs(pos) + b0 * np.abs(neg)) / noise_norm
+      magnitude = ((1 + b0) * pos_abs + b0 * neg_abs) / noise_norm
       if not self.adaptive:
         p -= lr * direction
-        self.scale.append(lr * magnitude + decay_scale)
+        self.scale.append(scale_lr * magnitude + decay_scale)
         continue
       buf['sq'] *= b2
       buf['sq'] += (1 - b2) * np.abs(g) ** 2
@@ -104,5 +117,7 @@ class ReferencePNM:
       else:
         denom = np.sqrt(sq) / math.sqrt(1 - b2**t) + self.eps
       p -= lr / (1 - b1**t) * direction / denom
-      self.scale.append(lr / (1 - b1**t) * magnitude / denom + decay_scale)
+      self.scale.append(
+        scale_lr / (1 - b1**t) * magnitude / denom + decay_scale
+      )
     return self.params

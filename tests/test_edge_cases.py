@@ -392,3 +392,22 @@ def test_inject_adapnm_bfloat16_with_float32_hyperparameters():
     # bfloat16 buffers: 8 significant bits.
     assert rel_err(updates, ref.params[0] - before) <= 2e-2
     params = optax.apply_updates(params, updates)
+
+
+@pytest.mark.parametrize(
+  'name,arg', [('pnm', 'b1'), ('adapnm', 'b1'), ('adapnm', 'b2')]
+)
+def test_values_that_round_to_one_in_float32_raise(name, arg):
+  """b < 1 that float32 rounds to 1 would freeze a moment: named at init
+  (and when the step is traced), with the largest value that works."""
+  opt = _build(name, **{arg: 1 - 1e-9})
+  with pytest.raises(
+    ValueError,
+    match=rf'{arg}=0.999999999 rounds to 1 in float32.*{arg} <= 0.99999994',
+  ):
+    opt.init(jnp.ones(2))
+  with pytest.raises(ValueError, match='rounds to 1 in float32'):
+    opt.update(jnp.ones(2), _build(name).init(jnp.ones(2)))
+  # The largest value that works does work.
+  largest = float(np.nextafter(np.float32(1), np.float32(0)))
+  _build(name, **{arg: largest}).init(jnp.ones(2))
