@@ -1,12 +1,14 @@
 """Construction-time validation of hyperparameters.
 
-Only concrete values are checked: schedules (callables) and traced values
-(e.g. under ``optax.inject_hyperparams``) pass through untouched.
+Values are checked when they are concrete: traced values (e.g. under
+``optax.inject_hyperparams`` and ``jax.jit``) are checked for their shape
+only, and schedules (callables) are never called.
 """
 
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -29,6 +31,47 @@ def is_zero(value: Any) -> bool:
   return arr is not None and not np.any(arr)
 
 
+def is_traced(value: Any) -> bool:
+  """Whether ``value`` is a traced (abstract) value, e.g. under ``jax.jit``."""
+  return value is not None and not callable(value) and _concrete(value) is None
+
+
+def check_scalar(name: str, value: Any, *, schedule: bool = False) -> None:
+  """Raises ValueError unless ``value`` is a scalar (shape ``()``), or, with
+  ``schedule``, a callable (a schedule of the step count).
+
+  Arrays of any other shape would broadcast against the per-step scalars and
+  silently change the update, so they are rejected rather than guessed at.
+  """
+  if callable(value):
+    if schedule:
+      return
+    raise ValueError(
+      f'{name} must be a number, not a schedule (got {value!r}). To change '
+      f'{name} during training, wrap the optimizer in '
+      f'optax.inject_hyperparams and pass the schedule there.'
+    )
+  shape = np.shape(value)
+  if shape != ():
+    raise ValueError(
+      f'{name} must be a scalar (shape ()), got a value of shape {shape}.'
+    )
+
+
+def _rounding_hint(name: str, arr: np.ndarray) -> str:
+  """A hint for values that only fail because their dtype rounded them."""
+  real = jnp.issubdtype(arr.dtype, jnp.floating)
+  if not real or arr.dtype.itemsize >= 8 or not np.any(arr == 1):
+    return ''
+  return (
+    f' {name} was given in {arr.dtype.name}, in which values close to 1 round '
+    'to 1 (0.999 does in bfloat16). Under optax.inject_hyperparams the '
+    "hyperparameters take the parameters' dtype: pass "
+    'hyperparam_dtype=jnp.float32 (jnp.float64 with jax_enable_x64 for '
+    'values within 6e-8 of 1).'
+  )
+
+
 def check_nonnegative(name: str, value: Any, *, finite: bool = False) -> None:
   """Raises ValueError unless ``value`` >= 0 (NaN fails; inf too if
   ``finite``, for values where infinity can only give non-finite updates)."""
@@ -48,7 +91,26 @@ def check_unit_interval(name: str, value: Any) -> None:
   """Raises ValueError unless 0 <= ``value`` < 1 (NaN fails)."""
   arr = _concrete(value)
   if arr is not None and not np.all((arr >= 0) & (arr < 1)):
-    raise ValueError(f'{name} must be in [0, 1), got {value!r}.')
+    raise ValueError(
+      f'{name} must be in [0, 1), got {value!r}.' + _rounding_hint(name, arr)
+    )
+
+
+def check_below_one_in(name: str, value: Any, dtype) -> None:
+  """Raises ValueError if a concrete ``value`` < 1 rounds to 1 in ``dtype``,
+  the dtype the step computes in (e.g. ``b1 = 0.99999999`` in float32, which
+  would freeze the momentum)."""
+  arr = _concrete(value)
+  if arr is None or not np.all(arr < 1):
+    return
+  if np.all(np.asarray(arr, dtype) < 1):
+    return
+  largest = float(np.nextafter(np.asarray(1, dtype), np.asarray(0, dtype)))
+  raise ValueError(
+    f'{name}={value!r} rounds to 1 in {np.dtype(dtype).name}, the dtype this '
+    f'step computes in; pass {name} <= {largest!r}, or float64 parameters '
+    '(with jax_enable_x64).'
+  )
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

@@ -13,20 +13,31 @@ _WEIGHT_DECAY_MODES = ('decoupled', 'l2')
 
 
 def _add_decayed_weights(
-  weight_decay: optax.ScalarOrSchedule, mask: optax.MaskOrFn
+  weight_decay: optax.ScalarOrSchedule | None, mask: optax.MaskOrFn
 ) -> optax.GradientTransformation:
-  """``optax.add_decayed_weights`` that needs no ``params`` when the decay is
-  a concrete zero (as ``optax.sgd`` and ``optax.adam`` need none).
+  """``optax.add_decayed_weights`` that needs no ``params`` when there is no
+  decay (``None`` or a concrete zero), as ``optax.sgd`` and ``optax.adam``
+  need none.
 
-  The state is the same either way, so a zero that becomes a traced value
-  under ``optax.inject_hyperparams`` keeps the state's structure.
+  The state is ``optax.add_decayed_weights``' in every case, so the chain
+  keeps one structure whether the decay is None, zero, a number, a schedule
+  or a traced value under ``optax.inject_hyperparams``.
   """
-  decay = optax.add_decayed_weights(weight_decay, mask)
-  no_decay = _checks.is_zero(weight_decay)
+  no_decay = weight_decay is None or _checks.is_zero(weight_decay)
+  decay = optax.add_decayed_weights(
+    0.0 if weight_decay is None else weight_decay, mask
+  )
 
   def update_fn(updates, state, params=None):
-    if params is None and no_decay:
+    if weight_decay is None or (params is None and no_decay):
       return updates, state
+    if params is None and _checks.is_traced(weight_decay):
+      raise ValueError(
+        'weight_decay is a traced value (e.g. a hyperparameter of '
+        'optax.inject_hyperparams under jax.jit), so update needs params '
+        'even if it is zero: pass params to update, or leave weight_decay '
+        'at None for no weight decay.'
+      )
     return decay.update(updates, state, params)
 
   return optax.GradientTransformation(decay.init, update_fn)
@@ -35,13 +46,16 @@ def _add_decayed_weights(
 def _with_weight_decay(
   scale: optax.GradientTransformation,
   learning_rate: optax.ScalarOrSchedule,
-  weight_decay: optax.ScalarOrSchedule,
+  weight_decay: optax.ScalarOrSchedule | None,
   weight_decay_mode: WeightDecayMode,
   mask: optax.MaskOrFn,
 ) -> optax.GradientTransformation:
   """Chains ``scale`` with weight decay and the learning rate."""
+  _checks.check_scalar('learning_rate', learning_rate, schedule=True)
   _checks.check_nonnegative('learning_rate', learning_rate, finite=True)
-  _checks.check_nonnegative('weight_decay', weight_decay, finite=True)
+  if weight_decay is not None:
+    _checks.check_scalar('weight_decay', weight_decay, schedule=True)
+    _checks.check_nonnegative('weight_decay', weight_decay, finite=True)
   _checks.check_choice(
     'weight_decay_mode', weight_decay_mode, _WEIGHT_DECAY_MODES
   )
@@ -54,7 +68,7 @@ def pnm(
   learning_rate: optax.ScalarOrSchedule,
   b1: jax.typing.ArrayLike = 0.9,
   b0: optax.ScalarOrSchedule = 1.0,
-  weight_decay: optax.ScalarOrSchedule = 0.0,
+  weight_decay: optax.ScalarOrSchedule | None = None,
   weight_decay_mode: WeightDecayMode = 'decoupled',
   mask: optax.MaskOrFn = None,
   mu_dtype: jax.typing.DTypeLike | None = None,
@@ -97,24 +111,33 @@ def pnm(
 
   Args:
     learning_rate: a scalar >= 0 (finite) or an :data:`optax.Schedule`.
-    b1: momentum coefficient :math:`\beta_1` in [0, 1); each buffer decays
-      with :math:`\beta_1^2` because it is written every other step.
-    b0: positive-negative coefficient :math:`\beta_0 \geq 0` (finite), or a
-      schedule of the 0-based step count (the noise knob).
-    weight_decay: decay rate :math:`\lambda` >= 0 (finite), or a schedule.
+    b1: momentum coefficient :math:`\beta_1` in [0, 1), a scalar; each buffer
+      decays with :math:`\beta_1^2` because it is written every other step.
+      To schedule it, use :func:`optax.inject_hyperparams`.
+    b0: positive-negative coefficient :math:`\beta_0 \geq 0` (finite), a
+      scalar or a schedule of the 0-based step count (the noise knob).
+    weight_decay: decay rate :math:`\lambda` >= 0 (finite), a schedule, or
+      ``None`` (the default) for no weight decay.
     weight_decay_mode: ``'decoupled'`` (the reference's default) or
       ``'l2'``.
     mask: a tree of booleans with the structure of (or a prefix of) the
       parameters, or a function of the parameters returning one, selecting
       the leaves that are decayed, as in :func:`optax.adamw`.
     mu_dtype: dtype of the momentum buffers; ``None`` keeps the parameters'.
-      Arithmetic runs in at least float32 either way.
+      Arithmetic runs in at least float32 either way. A real ``mu_dtype``
+      with complex parameters is rejected by ``init``.
 
   Returns:
     The corresponding :class:`optax.GradientTransformation`, a chain of
     :func:`pnm_optax.scale_by_pnm`, :func:`optax.add_decayed_weights` and
-    :func:`optax.scale_by_learning_rate`. ``update`` needs ``params`` only
-    when the weight decay is not a concrete zero.
+    :func:`optax.scale_by_learning_rate`. Updates have the gradients' dtype
+    (promoted with the parameters' when weight decay is on). ``update``
+    needs ``params`` only with weight decay: not when ``weight_decay`` is
+    ``None`` or a concrete zero. Under :func:`optax.inject_hyperparams`
+    every hyperparameter but ``weight_decay_mode``, ``mask`` and
+    ``mu_dtype`` can be changed between steps without recompiling; a
+    ``weight_decay`` given to it is a traced value under :func:`jax.jit`, so
+    ``update`` then needs ``params`` even if it is zero.
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax, pnm_optax
@@ -153,7 +176,7 @@ def adapnm(
   eps: jax.typing.ArrayLike = 1e-8,
   eps_root: jax.typing.ArrayLike = 0.0,
   amsgrad: bool = True,
-  weight_decay: optax.ScalarOrSchedule = 0.0,
+  weight_decay: optax.ScalarOrSchedule | None = None,
   weight_decay_mode: WeightDecayMode = 'decoupled',
   mask: optax.MaskOrFn = None,
   mu_dtype: jax.typing.DTypeLike | None = None,
@@ -181,27 +204,35 @@ def adapnm(
 
   Args:
     learning_rate: a scalar >= 0 (finite) or an :data:`optax.Schedule`.
-    b1: momentum coefficient in [0, 1).
-    b2: second-moment decay in [0, 1).
-    b0: positive-negative coefficient >= 0 (finite), or a schedule.
+    b1: momentum coefficient in [0, 1), a scalar.
+    b2: second-moment decay in [0, 1), a scalar.
+    b0: positive-negative coefficient >= 0 (finite), a scalar or a schedule.
     eps: :math:`\epsilon`, added to the denominator outside the square root
-      (>= 0).
-    eps_root: :math:`\bar\epsilon`, added inside the square root (>= 0).
+      (a scalar >= 0).
+    eps_root: :math:`\bar\epsilon`, added inside the square root (a scalar
+      >= 0).
     amsgrad: use the running maximum of the second moment (the reference
       default).
-    weight_decay: decay rate :math:`\lambda` >= 0 (finite), or a schedule.
+    weight_decay: decay rate :math:`\lambda` >= 0 (finite), a schedule, or
+      ``None`` (the default) for no weight decay.
     weight_decay_mode: ``'decoupled'`` (the reference's default) or
       ``'l2'``.
     mask: a tree of booleans (or a function of the parameters returning one)
       selecting the leaves that are decayed.
     mu_dtype: dtype of the momentum buffers; ``None`` keeps the parameters'.
+      A real ``mu_dtype`` with complex parameters is rejected by ``init``.
     nu_dtype: real dtype of the second moments; ``None`` keeps the
       parameters' real dtype, widened to float32 for float16 parameters.
 
   Returns:
     The corresponding :class:`optax.GradientTransformation`, a chain of
     :func:`pnm_optax.scale_by_adapnm`, :func:`optax.add_decayed_weights` and
-    :func:`optax.scale_by_learning_rate`.
+    :func:`optax.scale_by_learning_rate`. Updates, ``params`` and
+    :func:`optax.inject_hyperparams` as for :func:`pnm`; to schedule ``b1``,
+    ``b2``, ``eps`` or ``eps_root``, use :func:`optax.inject_hyperparams`.
+    There, with bfloat16 parameters, pass ``hyperparam_dtype=jnp.float32``:
+    the hyperparameters take the parameters' dtype by default, and ``b2 =
+    0.999`` rounds to 1 in bfloat16 (``init`` raises a ValueError).
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax, pnm_optax

@@ -129,6 +129,45 @@ def _check_params(name: str, params) -> None:
       )
 
 
+def _check_mu_dtype(name: str, params, mu_dtype) -> None:
+  """Raises ValueError for complex leaves with a real ``mu_dtype``, naming
+  them: a real buffer would drop the momentum's imaginary part."""
+  if mu_dtype is None or jnp.issubdtype(mu_dtype, jnp.complexfloating):
+    return
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    dtype = jnp.result_type(leaf)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+      raise ValueError(
+        f'{name}: parameter {jax.tree_util.keystr(path) or "(root)"} is '
+        f'{dtype} but mu_dtype={mu_dtype} is real, which would drop the '
+        "momentum's imaginary part. Pass a complex mu_dtype (e.g. "
+        'jnp.complex64) or mu_dtype=None, or give the complex leaves their '
+        'own optimizer with optax.multi_transform.'
+      )
+
+
+def _check_rounding(params, mu_dtype, **values) -> None:
+  """Raises ValueError if a hyperparameter below 1 rounds to 1 in a compute
+  dtype of these parameters (checked again when the step is traced)."""
+  dtypes = {
+    _real(_compute_dtype(dtype, mu_dtype or dtype))
+    for dtype in map(jnp.result_type, jax.tree.leaves(params))
+  }
+  for dtype in dtypes:
+    for name, value in values.items():
+      _checks.check_below_one_in(name, value, dtype)
+
+
+def _unzip(updates, out, n: int) -> tuple:
+  """Splits ``out``, a tree of ``n``-tuples with ``updates``' structure, into
+  ``n`` trees. Unlike ``jax.tree.transpose`` it accepts trees without leaves
+  (``{}``, ``None``, ``optax.MaskedNode``), e.g. a frozen group of
+  ``optax.multi_transform``. Python only: the compiled step is unchanged."""
+  treedef = jax.tree.structure(updates)
+  rows = treedef.flatten_up_to(out)
+  return tuple(treedef.unflatten([row[i] for row in rows]) for i in range(n))
+
+
 def _check_matches(name: str, updates, buffers) -> None:
   """Raises ValueError if ``updates`` does not match the state's buffers."""
   if jax.tree.structure(updates) != jax.tree.structure(buffers):
@@ -172,6 +211,7 @@ def _pn_coefficients(count, b1, b0, dtype, scale=1.0) -> _PNCoefficients:
   ``pos = (1 + b0) / n`` and ``neg = b0 / n`` with
   ``n = sqrt((1 + b0)^2 + b0^2)``.
   """
+  _checks.check_below_one_in('b1', b1, dtype)
   b0 = jnp.asarray(b0(count) if callable(b0) else b0, dtype)
   beta = jnp.asarray(b1, dtype) ** 2
   inv_norm = scale / noise_norm(b0)
@@ -249,17 +289,20 @@ def scale_by_pnm(
   :func:`optax.scale_by_learning_rate`) for the parameter step.
 
   Args:
-    b1: momentum coefficient :math:`\beta_1` in [0, 1); each buffer decays
-      with :math:`\beta_1^2` because it is written every other step.
-    b0: positive-negative coefficient :math:`\beta_0 \geq 0` (finite), or a
-      schedule ``count -> b0`` (evaluated at the 0-based step count) to
-      anneal the noise.
+    b1: momentum coefficient :math:`\beta_1` in [0, 1), a scalar; each
+      buffer decays with :math:`\beta_1^2` because it is written every other
+      step.
+    b0: positive-negative coefficient :math:`\beta_0 \geq 0` (finite), a
+      scalar or a schedule ``count -> b0`` (evaluated at the 0-based step
+      count) to anneal the noise.
     mu_dtype: dtype of the momentum buffers; ``None`` keeps each parameter's
-      dtype. Arithmetic runs in at least float32 either way.
+      dtype. Arithmetic runs in at least float32 either way. Complex
+      parameters need a complex ``mu_dtype`` (or ``None``).
 
   Returns:
     A :class:`optax.GradientTransformation` with state
-    :class:`ScaleByPNMState`.
+    :class:`ScaleByPNMState`. The direction has each gradient's dtype; trees
+    without leaves (``{}``, ``None``, ``optax.MaskedNode``) pass through.
 
   Examples:
     >>> import jax.numpy as jnp, pnm_optax
@@ -274,12 +317,16 @@ def scale_by_pnm(
     Noise to Improve Generalization <https://arxiv.org/abs/2103.17182>`_,
     ICML 2021.
   """
+  _checks.check_scalar('b1', b1)
+  _checks.check_scalar('b0', b0, schedule=True)
   _checks.check_unit_interval('b1', b1)
   _checks.check_nonnegative('b0', b0, finite=True)
   mu_dtype = _canonical_dtype('mu_dtype', mu_dtype)
 
   def init_fn(params):
     _check_params('scale_by_pnm', params)
+    _check_mu_dtype('scale_by_pnm', params, mu_dtype)
+    _check_rounding(params, mu_dtype, b1=b1)
     return ScaleByPNMState(
       count=jnp.zeros([], jnp.int32),
       mu_odd=optax.tree.zeros_like(params, dtype=mu_dtype),
@@ -298,9 +345,7 @@ def scale_by_pnm(
       state.mu_odd,
       state.mu_even,
     )
-    direction, mu_odd, mu_even = jax.tree.transpose(
-      jax.tree.structure(updates), jax.tree.structure((0, 0, 0)), out
-    )
+    direction, mu_odd, mu_even = _unzip(updates, out, 3)
     direction = optax.tree.cast_like(direction, updates)
     return direction, ScaleByPNMState(
       count=_next_count(state.count), mu_odd=mu_odd, mu_even=mu_even
@@ -325,15 +370,17 @@ def scale_by_adapnm(
   learning rate (see there for the equations).
 
   Args:
-    b1: momentum coefficient in [0, 1).
-    b2: second-moment decay in [0, 1).
-    b0: positive-negative coefficient >= 0 (finite), or a schedule of the step
-      count.
-    eps: added to the denominator outside the square root (>= 0).
-    eps_root: added inside the square root (>= 0), as in :func:`optax.adam`.
+    b1: momentum coefficient in [0, 1), a scalar.
+    b2: second-moment decay in [0, 1), a scalar.
+    b0: positive-negative coefficient >= 0 (finite), a scalar or a schedule
+      of the step count.
+    eps: added to the denominator outside the square root (a scalar >= 0).
+    eps_root: added inside the square root (a scalar >= 0), as in
+      :func:`optax.adam`.
     amsgrad: use the running maximum of the second moment (the reference
       default).
     mu_dtype: dtype of the momentum buffers; ``None`` keeps the parameters'.
+      Complex parameters need a complex ``mu_dtype`` (or ``None``).
     nu_dtype: real dtype of the second moments ``nu`` and ``nu_max``;
       ``None`` keeps the parameters' real dtype, except float16, which gets
       float32: in float16 ``(1 - b2) g^2`` underflows for gradients below
@@ -343,7 +390,7 @@ def scale_by_adapnm(
   Returns:
     A :class:`optax.GradientTransformation` with state
     :class:`ScaleByAdaPNMState` (:class:`ScaleByAdaPNMNoAmsgradState` with
-    ``amsgrad=False``).
+    ``amsgrad=False``). The update has each gradient's dtype.
 
   Examples:
     >>> import jax.numpy as jnp, pnm_optax
@@ -357,6 +404,14 @@ def scale_by_adapnm(
     Noise to Improve Generalization <https://arxiv.org/abs/2103.17182>`_,
     ICML 2021.
   """
+  for name, value in (
+    ('b1', b1),
+    ('b2', b2),
+    ('eps', eps),
+    ('eps_root', eps_root),
+  ):
+    _checks.check_scalar(name, value)
+  _checks.check_scalar('b0', b0, schedule=True)
   _checks.check_unit_interval('b1', b1)
   _checks.check_unit_interval('b2', b2)
   _checks.check_nonnegative('b0', b0, finite=True)
@@ -373,6 +428,8 @@ def scale_by_adapnm(
 
   def init_fn(params):
     _check_params('scale_by_adapnm', params)
+    _check_mu_dtype('scale_by_adapnm', params, mu_dtype)
+    _check_rounding(params, mu_dtype, b1=b1, b2=b2)
     nu = lambda: jax.tree.map(  # zeros_like keeps each leaf's sharding
       lambda p: jnp.zeros_like(p, _nu_dtype_for(p.dtype, nu_dtype)), params
     )
@@ -393,6 +450,7 @@ def scale_by_adapnm(
       coefficients: ``u / (sqrt(v / bc2) + eps) / bc1`` equals
       ``u sqrt(bc2) / bc1 / (sqrt(v) + eps sqrt(bc2))``, two multiplications
       per leaf fewer."""
+      _checks.check_below_one_in('b2', b2, dtype)
       t = state.count.astype(dtype) + 1  # step t, exact past int32 too
       beta2 = jnp.asarray(b2, dtype)
       bc2 = 1 - beta2**t
@@ -430,10 +488,8 @@ def scale_by_adapnm(
     buffers = (state.mu_odd, state.mu_even, state.nu)
     buffers += (state.nu_max,) if amsgrad else ()
     out = jax.tree.map(leaf, updates, *buffers)
-    new_updates, mu_odd, mu_even, nu, *nu_max = jax.tree.transpose(
-      jax.tree.structure(updates),
-      jax.tree.structure((0,) * (1 + len(buffers))),
-      out,
+    new_updates, mu_odd, mu_even, nu, *nu_max = _unzip(
+      updates, out, 1 + len(buffers)
     )
     return optax.tree.cast_like(new_updates, updates), make_state(
       count=_next_count(state.count),

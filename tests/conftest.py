@@ -1,8 +1,34 @@
-"""Fixtures shared by the test modules (helpers are in ``tests/helpers.py``)."""
+"""Fixtures shared by the test modules (helpers are in ``tests/helpers.py``),
+and the hypothesis profiles.
+
+Hypothesis profiles: ``default`` (loaded here) runs a fixed, derandomized set
+of 40 examples per property, so a run is repeatable and short; ``long``
+(``python -m pytest tests/test_properties.py --hypothesis-profile=long``)
+draws 300 fresh examples per property.
+"""
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests import helpers
+
+_SLOW_IS_FINE = [HealthCheck.too_slow, HealthCheck.data_too_large]
+settings.register_profile(
+  'default',
+  max_examples=40,
+  deadline=None,  # each example compiles its own step
+  derandomize=True,
+  database=None,
+  suppress_health_check=_SLOW_IS_FINE,
+)
+settings.register_profile(
+  'long',
+  max_examples=300,
+  deadline=None,
+  suppress_health_check=_SLOW_IS_FINE,
+)
+settings.load_profile('default')
+
 
 # The tests of pnm_optax itself, selected by ``python -m pytest -m library``;
 # the other modules test the benchmarks, notebooks, docs, packaging and
