@@ -221,9 +221,73 @@ def check_cifar10(summary: dict) -> None:
     shutil.rmtree(json_path.parent, ignore_errors=True)  # FAST: a temp dir
 
 
+def check_noise_knob(summary: dict) -> None:
+  """The toy statistics against the closed forms of tests/test_noise.py,
+  within 5 standard errors of each estimate; the tiny study's structure."""
+  from tests import test_noise as closed
+
+  assert summary['fast'] is True
+  n_samples, steps = summary['samples'], summary['steps']
+  b1, mu, sigma = summary['b1'], summary['mu'], summary['sigma']
+  toy = summary['toy']
+  assert sorted(toy) == [
+    'PNM b0=0',
+    'PNM b0=1',
+    'PNM b0=2',
+    'PNM b0=3',
+    'SGD-M 0.9',
+  ]
+  for label, r in toy.items():
+    if label.startswith('PNM'):
+      b0 = float(label.split('=')[1])
+      norm = np.hypot(1 + b0, b0)
+      mean = closed.steady_mean_var(b0, b1, mu, sigma)[0] * norm
+      std = np.sqrt(closed.steady_mean_var(b0, b1, mu, sigma)[1]) * norm
+      rho = closed.lag1_correlation(b0, b1)
+      spread = norm * np.sqrt(closed.displacement_var(b0, b1, sigma, steps))
+    else:
+      mean = mu
+      std = sigma * np.sqrt((1 - b1) / (1 + b1))
+      rho = b1
+      spread = np.sqrt(closed.sgdm_displacement_var(b1, sigma, steps))
+    ratio = std / mean
+    root_n = np.sqrt(n_samples)
+    assert abs(r['mean'] - mean) < 5 * std / root_n, label
+    assert abs(r['std'] / std - 1) < 5 / np.sqrt(2 * n_samples), label
+    assert (
+      abs(r['noise_to_signal'] / ratio - 1)
+      < 5 * np.sqrt(0.5 + ratio**2) / root_n
+    ), label
+    assert abs(r['lag1'] - rho) < 5 * (1 - rho**2) / root_n, label
+    assert abs(r['displacement_std'] / spread - 1) < 5 / np.sqrt(
+      2 * n_samples
+    ), label
+  cells = summary['study']
+  assert [(c['model'], c['batch_size']) for c in cells] == [
+    ('mlp', 100),
+    ('mlp', 1000),
+  ]
+  for c in cells:
+    assert c['steps'] == 4
+    assert len(c['arms']) == 6
+    for label, arm in c['arms'].items():
+      assert len(arm['errors']) == 2 and len(arm['hessian_trace']) == 2
+      if label.startswith('PNM'):
+        assert arm['lr'] == pytest.approx(
+          c['picked_lr']['PNM b0=0'] * np.hypot(1 + arm['b0'], arm['b0'])
+        )
+  png = pathlib.Path(summary['png'])
+  assert png.parent.name.startswith('pnm_noise_'), png
+  try:
+    assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  finally:
+    shutil.rmtree(png.parent, ignore_errors=True)  # FAST: a temp dir
+
+
 CHECKS = {
   'quickstart.ipynb': check_quickstart,
   'cifar10_pnm_vs_sgd.ipynb': check_cifar10,
+  'noise_knob.ipynb': check_noise_knob,
 }
 
 

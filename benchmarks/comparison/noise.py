@@ -273,8 +273,8 @@ def results_table(cells: Sequence[Mapping]) -> str:
     'arm',
     'lr',
     'test error %',
-    'vs b0=0 (points, p)',
-    'vs SGD-M 0.9 (points, p)',
+    'vs b0=0 (points; t, W p)',
+    'vs SGD-M 0.9 (points; t, W p)',
     'train loss',
     'Hessian trace',
     'top eigenvalue',
@@ -288,7 +288,10 @@ def results_table(cells: Sequence[Mapping]) -> str:
           (p for p in c['paired'] if p['a'] == kind and p['b'] == ref), None
         )
         vs.append(
-          '-' if pair is None else f'{_pct_diff(pair)} ({_p(pair["p_value"])})'
+          '-'
+          if pair is None
+          else f'{_pct_diff(pair)} ({_p(pair["p_value"])}; '
+          f'{_p(pair["wilcoxon_p"])})'
         )
       diverged = len(arm['diverged_seeds'])
       err = (
@@ -383,13 +386,15 @@ def headline_table(cells: Sequence[Mapping]) -> str:
 def map_figure(cells: Sequence[Mapping]) -> plots.Figure:
   """The map: per (model, batch) row and b0 column, the test error
   difference to b0 = 0 (points; * p < 0.05, ** p < 0.01, paired t-test)
-  and the Hessian trace relative to b0 = 0."""
-  fig = plots.Figure(figsize=(9.0, 0.6 + 0.55 * len(cells)), dpi=100)
+  and the Hessian trace relative to b0 = 0; the b0 = 0 column gives its
+  test error and trace."""
+  fig = plots.Figure(figsize=(9.0, 0.9 + 0.5 * len(cells)), dpi=100)
   axes = fig.subplots(1, 2)
   rows = [f'{c["model"].upper()} batch {c["batch_size"]}' for c in cells]
-  diff = np.full((len(cells), len(B0_VALUES)), np.nan)
-  stars = [[''] * len(B0_VALUES) for _ in cells]
-  ratio = np.full_like(diff, np.nan)
+  shape = (len(cells), len(B0_VALUES))
+  diff, ratio = np.full(shape, np.nan), np.full(shape, np.nan)
+  diff_text = [[''] * len(B0_VALUES) for _ in cells]
+  ratio_text = [[''] * len(B0_VALUES) for _ in cells]
   for i, c in enumerate(cells):
     base = c['arms'][pnm_arm(0.0)]
     for j, b0 in enumerate(B0_VALUES):
@@ -398,42 +403,58 @@ def map_figure(cells: Sequence[Mapping]) -> plots.Figure:
         pair = find_pair(c, pnm_arm(b0), pnm_arm(0.0))
         if pair['mean'] is not None:
           diff[i, j] = 100 * pair['mean']
-          stars[i][j] = _stars(pair['p_value'])
+          diff_text[i][j] = f'{diff[i, j]:+.1f}{_stars(pair["p_value"])}'
+        if arm['hessian_trace_mean'] and base['hessian_trace_mean']:
+          ratio[i, j] = arm['hessian_trace_mean'] / base['hessian_trace_mean']
+          ratio_text[i][j] = f'x{ratio[i, j]:.2f}'
       else:
-        diff[i, j] = 0.0
-      if arm['hessian_trace_mean'] and base['hessian_trace_mean']:
-        ratio[i, j] = arm['hessian_trace_mean'] / base['hessian_trace_mean']
-  limit = (
-    max(float(np.nanmax(np.abs(diff))), 0.5) if np.isfinite(diff).any() else 1.0
-  )
+        diff[i, j] = ratio[i, j] = 0.0 if b0 == 0 else np.nan
+        if base['test_error_mean'] is not None:
+          diff_text[i][j] = f'{100 * base["test_error_mean"]:.1f}%'
+        if base['hessian_trace_mean'] is not None:
+          ratio_text[i][j] = f'{base["hessian_trace_mean"]:.3g}'
+        ratio[i, j] = 1.0
+  finite = np.isfinite(diff)
+  limit = max(float(np.max(np.abs(diff[finite]))), 0.5) if finite.any() else 1
   panels = (
     (
       axes[0],
       diff,
-      'test error - b0=0 (points)',
+      diff_text,
+      'test error % at b0=0; others: difference (points)',
       dict(cmap='RdBu_r', vmin=-limit, vmax=limit),
-      lambda i, j: f'{diff[i, j]:+.1f}{stars[i][j]}',
+      limit,
     ),
     (
       axes[1],
       np.log2(ratio),
-      'Hessian trace / b0=0',
-      dict(cmap='PuOr_r', vmin=-2, vmax=2),
-      lambda i, j: f'{ratio[i, j]:.2f}',
+      ratio_text,
+      'Hessian trace at b0=0; others: ratio to it',
+      dict(cmap='PuOr_r', vmin=-2.5, vmax=2.5),
+      2.5,
     ),
   )
-  for ax, values, title, style, text in panels:
+  for ax, values, texts, title, style, scale in panels:
     ax.imshow(np.ma.masked_invalid(values), aspect='auto', **style)
     ax.set_xticks(range(len(B0_VALUES)), [f'b0={b:g}' for b in B0_VALUES])
     ax.set_yticks(range(len(rows)), rows)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=9)
     for i in range(len(cells)):
       for j in range(len(B0_VALUES)):
-        if np.isfinite(values[i, j]):
-          ax.text(j, i, text(i, j), ha='center', va='center', fontsize=9)
+        dark = np.isfinite(values[i, j]) and abs(values[i, j]) > 0.6 * scale
+        ax.text(
+          j,
+          i,
+          texts[i][j],
+          ha='center',
+          va='center',
+          fontsize=9,
+          color='white' if dark else 'black',
+        )
   axes[1].set_yticks([])
   fig.suptitle(
-    'PNM on MNIST-1D at a matched mean step (* p < 0.05, ** p < 0.01)',
+    'PNM on MNIST-1D, b0 at the mean step of b0=0 '
+    '(* p < 0.05, ** p < 0.01, paired t-test over seeds)',
     fontsize=10,
   )
   fig.tight_layout()
