@@ -3,6 +3,7 @@
 from typing import Literal
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from pnm_optax import _checks
@@ -38,7 +39,17 @@ def _add_decayed_weights(
         'even if it is zero: pass params to update, or leave weight_decay '
         'at None for no weight decay.'
       )
-    return decay.update(updates, state, params)
+    decayed, state = decay.update(updates, state, params)
+    if callable(weight_decay):
+      # A schedule's value is a float32 array, which would promote half
+      # precision updates; keep the dtype a number gives.
+      decayed = jax.tree.map(
+        lambda u, g, p: u.astype(jnp.promote_types(g.dtype, p.dtype)),
+        decayed,
+        updates,
+        params,
+      )
+    return decayed, state
 
   return optax.GradientTransformation(decay.init, update_fn)
 

@@ -30,6 +30,13 @@ OPTIMIZERS = {
     0.02,
     1e-3,
   ),
+  'pnm_wd_schedule': (
+    functools.partial(
+      pnm_optax.pnm, weight_decay=optax.linear_schedule(0.0, 1e-2, 1000)
+    ),
+    0.02,
+    None,  # the decayed Rosenbrock minimum has no closed form
+  ),
   'adapnm': (pnm_optax.adapnm, 0.05, 1e-3),
   'adapnm_no_amsgrad': (
     functools.partial(pnm_optax.adapnm, amsgrad=False),
@@ -47,6 +54,24 @@ def _parabola():
   target = jnp.array([1.0, -1.0, 1.0])
   loss = lambda p: jnp.sum((p - target) ** 2)
   return jnp.array([-1.0, 10.0, 1.0]), target, loss
+
+
+def _decayed_parabola_minimum(name, target):
+  """Where the step on the parabola is zero with weight decay ``wd``.
+
+  There both PN buffers equal the gradient ``g = 2 (p - target)`` and the
+  direction is ``g / n`` with ``n = sqrt((1 + b0)^2 + b0^2) = sqrt(5)`` at
+  ``b0 = 1``. Decoupled decay steps ``g / n + wd p``, so
+  ``p = 2 target / (2 + n wd)``; L2 decay adds ``wd p`` to the gradient:
+  ``g + wd p = 0``, ``p = 2 target / (2 + wd)``.
+  """
+  n = np.sqrt(5.0)
+  wd = {'pnm_wd_mask': 1e-3, 'pnm_l2': 1e-3, 'pnm_wd_schedule': 1e-2}
+  if name not in wd:
+    return target
+  if name == 'pnm_l2':
+    return 2 * target / (2 + wd[name])
+  return 2 * target / (2 + n * wd[name])
 
 
 def _rosenbrock():
@@ -79,6 +104,17 @@ def test_minimises(name, problem):
       10_000,
       1e-2,
     )
+    minimum = _decayed_parabola_minimum(name, target)
+    if name.startswith('pnm'):
+      # At a tolerance far below the decay's effect (1e-3 of the target at
+      # least), so that the decay and its mode are checked.
+      params = _minimise(make(lr), params, loss, steps)
+      effect = float(jnp.max(jnp.abs(minimum - target)))
+      assert effect == 0 or effect > 4e-4
+      np.testing.assert_allclose(params, minimum, rtol=0, atol=1e-5)
+      return
+  elif lr_rosenbrock is None:
+    pytest.skip('no closed-form minimum')
   else:
     (params, target, loss), lr, steps, tol = (
       _rosenbrock(),
@@ -161,7 +197,8 @@ def test_state_stable_inside_cond(name):
     updates, state = maybe_step(do_step, params, state)
     params = optax.apply_updates(params, updates)
   chex.assert_trees_all_equal_shapes_and_dtypes(state, initial_state)
-  assert int(optax.tree.get(state, 'count')) == 3
+  pn_state = next(s for s in state if hasattr(s, 'mu_odd'))
+  assert int(pn_state.count) == 3  # (a decay schedule has its own count)
 
 
 @pytest.mark.parametrize('name', ALIASES)

@@ -215,10 +215,25 @@ def check_cifar10(summary: dict) -> None:
       assert summary['test_error_mean'][name] == pytest.approx(
         np.mean(per_seed)
       ), name
-      assert 0.0 <= np.mean(per_seed) <= 1.0
+      # Every optimizer learnt: it beats predicting the commonest digit by
+      # a wide margin (the stratified test split has the full set's class
+      # frequencies; 20 steps reach 0.12 to 0.26 against 0.90).
+      assert np.mean(per_seed) < _majority_class_error() - MARGIN, name
     assert png_path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
   finally:
     shutil.rmtree(json_path.parent, ignore_errors=True)  # FAST: a temp dir
+
+
+# How far below the majority-class error the FAST run's test errors must be.
+MARGIN = 0.4
+
+
+def _majority_class_error() -> float:
+  """The test error of always predicting the commonest digit (about 0.9)."""
+  from sklearn.datasets import load_digits
+
+  counts = np.bincount(load_digits().target)
+  return 1.0 - counts.max() / counts.sum()
 
 
 def check_noise_knob(summary: dict) -> None:

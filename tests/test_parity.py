@@ -25,7 +25,15 @@ def _grads(rng, dtype=np.float32):
   return [rng.normal(size=s).astype(dtype) for s in SHAPES]
 
 
-def _run(opt, ref, lr_at, b0_at=lambda t: None, dtype=np.float32, seed=0):
+def _run(
+  opt,
+  ref,
+  lr_at,
+  b0_at=lambda t: None,
+  dtype=np.float32,
+  seed=0,
+  wd_at=lambda t: None,
+):
   """Runs ``opt`` and the reference on the same gradients for STEPS steps.
 
   Returns the relative error of the final parameters, the largest relative
@@ -45,7 +53,7 @@ def _run(opt, ref, lr_at, b0_at=lambda t: None, dtype=np.float32, seed=0):
   for t in range(1, STEPS + 1):
     grads = _grads(rng, dtype)
     before = [p.copy() for p in ref.params]
-    ref.step(grads, lr_at(t), b0_at(t))
+    ref.step(grads, lr_at(t), b0_at(t), wd_at(t))
     ref_delta = [a - b for a, b in zip(ref.params, before)]
     params, state, updates = step(params, state, grads)
     worst_step = max(worst_step, rel_err(updates, ref_delta))
@@ -156,3 +164,76 @@ def test_clip_then_pnm_matches_reference():
     updates, state = update(grads, state, params)
     params = optax.apply_updates(params, updates)
   assert rel_err([np.float64(p) for p in params], ref.params) <= RTOL
+
+
+@pytest.mark.parametrize(
+  'adaptive,amsgrad', [(False, True), (True, True), (True, False)]
+)
+@pytest.mark.parametrize('mode', ['decoupled', 'l2'])
+def test_non_default_hyperparameters_match_reference(adaptive, amsgrad, mode):
+  """b1, b2, b0, eps and eps_root all away from their defaults."""
+  hp = dict(b1=0.6, b0=0.7)
+  if adaptive:
+    hp |= dict(b2=0.95, eps=1e-3, eps_root=1e-4, amsgrad=amsgrad)
+  lr, wd = (3e-3 if adaptive else 0.05), 0.05
+  ref = ReferencePNM(
+    _init_params(),
+    adaptive=adaptive,
+    weight_decay=wd,
+    decoupled=mode == 'decoupled',
+    **hp,
+  )
+  make = pnm_optax.adapnm if adaptive else pnm_optax.pnm
+  opt = make(lr, weight_decay=wd, weight_decay_mode=mode, **hp)
+  total, worst, _ = _run(opt, ref, lambda t: lr)
+  assert total <= RTOL, total
+  assert worst <= RTOL, worst
+
+
+@pytest.mark.parametrize('adaptive', [False, True])
+@pytest.mark.parametrize('mode', ['decoupled', 'l2'])
+def test_weight_decay_schedule_matches_reference(adaptive, mode):
+  """A weight-decay schedule, read at the 0-based step count."""
+  lr = 3e-3 if adaptive else 0.05
+  schedule = optax.linear_schedule(0.3, 0.0, 150)
+  ref = ReferencePNM(
+    _init_params(),
+    adaptive=adaptive,
+    weight_decay=1.0,  # replaced at every step
+    decoupled=mode == 'decoupled',
+  )
+  make = pnm_optax.adapnm if adaptive else pnm_optax.pnm
+  opt = make(lr, weight_decay=schedule, weight_decay_mode=mode)
+  total, worst, _ = _run(
+    opt, ref, lambda t: lr, wd_at=lambda t: 0.3 - 0.3 * min(t - 1, 150) / 150
+  )
+  assert total <= RTOL, total
+  assert worst <= RTOL, worst
+
+
+@pytest.mark.parametrize('amsgrad', [True, False])
+def test_adapnm_mu_dtype_bfloat16_tracks_reference(amsgrad):
+  """bfloat16 momentum buffers (8 significant bits) under float32
+  parameters: the updates stay float32 and within bfloat16's rounding."""
+  opt = pnm_optax.adapnm(1e-2, mu_dtype=jnp.bfloat16, amsgrad=amsgrad)
+  ref = ReferencePNM(_init_params(), adaptive=True, amsgrad=amsgrad)
+  rng = np.random.default_rng(0)
+  params = [jnp.asarray(p, jnp.float32) for p in ref.params]
+  state = opt.init(params)
+  update = jax.jit(opt.update)
+  for _ in range(20):
+    grads = _grads(rng)
+    before = [p.copy() for p in ref.params]
+    ref.step(grads, 1e-2)
+    updates, state = update(grads, state, params)
+    delta = [a - b for a, b in zip(ref.params, before)]
+    assert rel_err(updates, delta) <= 2e-2
+    params = optax.apply_updates(params, updates)
+  chex.assert_type(jax.tree.leaves(updates), jnp.float32)
+  scale = _find(
+    state,
+    pnm_optax.ScaleByAdaPNMState
+    if amsgrad
+    else (pnm_optax.ScaleByAdaPNMNoAmsgradState),
+  )
+  chex.assert_type(jax.tree.leaves(scale.mu_odd), jnp.bfloat16)

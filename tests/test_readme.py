@@ -1,7 +1,11 @@
 """README's Python snippets run as written, on the objects they assume."""
 
+import json
+import os
 import pathlib
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -9,8 +13,6 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 import pnm_optax
 
@@ -90,29 +92,67 @@ def test_flax_snippet_masks_decay_to_matrices():
   np.testing.assert_array_equal(model.bias[...], np.ones(2))
 
 
+# Runs README's shardings snippet on 8 CPU devices (XLA_FLAGS must be set
+# before JAX is imported, hence a subprocess); prints one JSON line.
+_SHARDINGS_CHILD = """
+import json, sys
+import jax, jax.numpy as jnp, optax, pnm_optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+assert jax.device_count() == 8, jax.devices()
+mesh = jax.make_mesh((2, 4), ('data', 'model'))
+param_shardings = {
+    'w': NamedSharding(mesh, P('data', 'model')),
+    'b': NamedSharding(mesh, P('model')),
+}
+params = jax.device_put(
+    {'w': jnp.ones((8, 16)), 'b': jnp.zeros((16,))}, param_shardings)
+opt = pnm_optax.adapnm(1e-3)
+ns = dict(jax=jax, jnp=jnp, optax=optax, pnm_optax=pnm_optax, opt=opt,
+          params=params, param_shardings=param_shardings, mesh=mesh,
+          NamedSharding=NamedSharding, P=P)
+exec(sys.argv[1], ns)
+state = ns['opt_state'][0]
+buffers = {}
+for field in ('mu_odd', 'mu_even', 'nu', 'nu_max'):
+    for name, x in getattr(state, field).items():
+        buffers[f'{field}/{name}'] = dict(
+            same=x.sharding.is_equivalent_to(param_shardings[name], x.ndim),
+            devices=len(x.sharding.device_set),
+            shard=list(x.addressable_shards[0].data.shape))
+print(json.dumps(dict(
+    buffers=buffers,
+    count_replicated=state.count.sharding.is_fully_replicated,
+    count_devices=len(state.count.sharding.device_set))))
+"""
+
+
 def test_shardings_snippet_places_state_like_params():
-  mesh = jax.make_mesh((1,), ('data',))
-  params = _params()
-  param_shardings = {
-    'w': NamedSharding(mesh, P('data', None)),
-    'b': NamedSharding(mesh, P()),
-  }
-  params = jax.device_put(params, param_shardings)
-  opt = pnm_optax.adapnm(1e-3)
-  ns = _namespace(
-    opt=opt,
-    params=params,
-    param_shardings=param_shardings,
-    mesh=mesh,
-    NamedSharding=NamedSharding,
-    P=P,
+  """On a (2, 4) mesh of 8 devices every buffer is split like its parameter
+  (the same per-device block) and the step count is replicated."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  flags = env.get('XLA_FLAGS', '').split()
+  flags = [f for f in flags if 'host_platform_device_count' not in f]
+  env['XLA_FLAGS'] = ' '.join(
+    [*flags, '--xla_force_host_platform_device_count=8']
   )
-  exec(SNIPPETS['shardings'], ns)
-  state = ns['opt_state'][0]
-  for buffers in (state.mu_odd, state.mu_even, state.nu, state.nu_max):
-    for name, sharding in param_shardings.items():
-      assert buffers[name].sharding.spec == sharding.spec
-  assert state.count.sharding.spec == P()
+  proc = subprocess.run(
+    [sys.executable, '-c', _SHARDINGS_CHILD, SNIPPETS['shardings']],
+    cwd=README.parent,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  blocks = {'w': [4, 4], 'b': [4]}  # (8, 16) over (2, 4); (16,) over 4
+  assert len(out['buffers']) == 4 * 2
+  for key, buffer in out['buffers'].items():
+    assert buffer['same'], key
+    assert buffer['devices'] == 8, key
+    assert buffer['shard'] == blocks[key.split('/')[1]], key
+  assert out['count_replicated'] and out['count_devices'] == 8
 
 
 if __name__ == '__main__':

@@ -7,6 +7,7 @@ import optax
 import pytest
 
 import pnm_optax
+from tests.reference import ReferencePNM
 
 
 def _steady_step(opt, grad=0.5, steps=400):
@@ -22,11 +23,49 @@ def _steady_step(opt, grad=0.5, steps=400):
   return float(steps_taken[-1])
 
 
+def _pn_noise_ratio(b0):
+  """The noise norm from its definition, not its formula: how much the PN
+  combination ``(1 + b0) X - b0 Y`` of two independent buffers scales their
+  noise.
+
+  X and Y are two Walsh functions (rows of a Hadamard matrix): zero mean,
+  equal spread and zero sample correlation, exactly, so the ratio of the
+  standard deviations is the population value without sampling error.
+  """
+  n = 64
+  i = np.arange(n)
+  walsh = lambda k: (-1.0) ** np.array([bin(k & j).count('1') for j in i])
+  x, y = walsh(1), walsh(2)
+  return np.std((1 + b0) * x - b0 * y) / np.std(x)
+
+
+def test_walsh_noise_ratio_is_a_variance_ratio():
+  """The construction above against a Monte Carlo estimate with independent
+  normal samples (within 5 standard errors)."""
+  rng = np.random.default_rng(0)
+  x, y = rng.normal(size=(2, 400_000))
+  for b0 in (0.5, 2.0):
+    sample = np.std((1 + b0) * x - b0 * y) / np.std(x)
+    assert sample == pytest.approx(_pn_noise_ratio(b0), rel=5 * 2e-3)
+
+
 @pytest.mark.parametrize('b0', [0.0, 0.5, 1.0, 2.0, 3.5])
-def test_noise_norm_closed_form(b0):
+def test_noise_norm_is_the_pn_noise_ratio(b0):
   assert pnm_optax.noise_norm(b0) == pytest.approx(
-    np.hypot(1 + b0, b0), rel=1e-12
+    _pn_noise_ratio(b0), rel=1e-12
   )
+
+
+@pytest.mark.parametrize('b0', [0.0, 1.0, 2.0])
+def test_noise_norm_is_the_steady_state_shrink(b0):
+  """Under a constant gradient both reference buffers converge to it and
+  the step is ``lr g / n(b0)``: the float64 reference, not the library."""
+  ref = ReferencePNM([np.zeros(1)], b0=b0)
+  for _ in range(400):
+    before = ref.params[0].copy()
+    ref.step([np.full(1, 0.5)], 0.01)
+  step = float(before[0] - ref.params[0][0])
+  assert pnm_optax.noise_norm(b0) == pytest.approx(0.01 * 0.5 / step, rel=1e-9)
 
 
 @pytest.mark.parametrize('b0', [0.5, 1.0, 2.0])
@@ -60,13 +99,12 @@ def test_sgdm_equivalent_learning_rate_matches_optax_sgd(b0, momentum):
 
 def test_arrays_are_mapped_elementwise():
   b0 = np.array([0.0, 1.0, 2.0])
+  expected = [_pn_noise_ratio(b) for b in b0]
   np.testing.assert_allclose(
-    pnm_optax.b0_matched_learning_rate(1.0, b0),
-    np.hypot(1 + b0, b0),
-    rtol=1e-12,
+    pnm_optax.b0_matched_learning_rate(1.0, b0), expected, rtol=1e-12
   )
   out = pnm_optax.noise_norm(jnp.asarray(b0))
-  np.testing.assert_allclose(np.asarray(out), np.hypot(1 + b0, b0), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize(
