@@ -49,6 +49,17 @@ LIBRARY_MODULES = frozenset(
 )
 
 
+def pytest_ignore_collect(collection_path, config):
+  """With ``-m library`` the other modules are not even imported (they
+  import Flax, the benchmarks and the notebooks' packages)."""
+  if config.getoption('markexpr') != 'library':
+    return None
+  name = collection_path.name
+  if name.startswith('test_') and name.endswith('.py'):
+    return True if collection_path.stem not in LIBRARY_MODULES else None
+  return None
+
+
 def pytest_collection_modifyitems(items):
   for item in items:
     if item.path.stem in LIBRARY_MODULES:

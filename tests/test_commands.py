@@ -77,7 +77,7 @@ def test_a_renamed_flag_is_caught():
 
 
 def test_library_modules_exist():
-  """CI runs the library's modules by path on the oldest jax (ci.yml)."""
+  """-m library collects these modules only (tests/conftest.py)."""
   from tests.conftest import LIBRARY_MODULES
 
   for name in LIBRARY_MODULES:
