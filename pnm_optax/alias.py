@@ -30,6 +30,10 @@ def _add_decayed_weights(
   )
 
   def update_fn(updates, state, params=None):
+    if params is None and not jax.tree.leaves(updates):
+      # Nothing to decay (e.g. a params tree that is None): only a
+      # schedule's step count (the state's one leaf) moves on.
+      return updates, jax.tree.map(optax.safe_increment, state)
     if weight_decay is None or (params is None and no_decay):
       return updates, state
     if params is None and _checks.is_traced(weight_decay):

@@ -83,6 +83,21 @@ def test_leafless_trees(name, tree):
   assert int(optax.tree.get(state, 'count')) == 2
 
 
+@pytest.mark.parametrize('name', ALIASES)
+@pytest.mark.parametrize('weight_decay', [1e-2, optax.constant_schedule(1e-2)])
+@pytest.mark.parametrize('tree', [{}, None, {'a': None}])
+def test_leafless_trees_with_weight_decay(name, weight_decay, tree):
+  """Nothing to decay: no params needed (a params tree may be None)."""
+  opt = ALIASES[name](0.1, weight_decay=weight_decay)
+  state = opt.init(tree)
+  for _ in range(2):
+    updates, state = jax.jit(opt.update)(tree, state, tree)
+  assert jax.tree.structure(updates) == jax.tree.structure(tree)
+  # The step counts (the PN state's, and a decay schedule's) moved on.
+  counts = [int(c) for c in jax.tree.leaves(state)]
+  assert counts == [2] * (1 + callable(weight_decay))
+
+
 @pytest.mark.parametrize('name', [*ALIASES, *TRANSFORMS])
 def test_none_and_masked_leaves_beside_arrays(name):
   """None and MaskedNode leaves stay as they are; the arrays train exactly."""

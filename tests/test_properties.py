@@ -144,6 +144,9 @@ def _rates(low, high, schedules=True):
   return st.one_of(number, schedule)
 
 
+_large = _log_uniform(1e-3, 10.0)
+
+
 @st.composite
 def _cases(draw):
   dtype = draw(st.sampled_from(DTYPES))
@@ -152,7 +155,12 @@ def _cases(draw):
   # b1, b2 over [0, 1). float16 keeps its precision only for values it
   # represents as normal numbers: there b1 <= 0.99 (buffers of at least
   # 2e-2 g) and a learning rate of at least 1e-2.
-  unit = st.floats(0.0, 0.99 if half else 1.0, exclude_max=not half)
+  # Half the draws stay where float32 resolves the moments' decay to about
+  # 1e-4 (the error bound grows as 1 / (1 - b) near 1).
+  unit = st.one_of(
+    st.floats(0.0, 0.99),
+    st.floats(0.0, 0.99 if half else 1.0, exclude_max=not half),
+  )
   case = dict(
     dtype=dtype,
     adaptive=adaptive,
@@ -189,8 +197,9 @@ def _cases(draw):
   if adaptive:
     case |= dict(
       b2=draw(unit),
-      eps=draw(st.one_of(st.just(0.0), _log_uniform(1e-12, 10.0))),
-      eps_root=draw(st.one_of(st.just(0.0), _log_uniform(1e-12, 10.0))),
+      # Also often large enough to change the step measurably.
+      eps=draw(st.one_of(st.just(0.0), _log_uniform(1e-12, 10.0), _large)),
+      eps_root=draw(st.one_of(st.just(0.0), _log_uniform(1e-12, 10.0), _large)),
       amsgrad=draw(st.booleans()),
       nu_dtype=draw(st.sampled_from([None, 'float32', 'bfloat16'])),
     )
@@ -360,7 +369,13 @@ def _check(case):
     )
     scale = np.sqrt(sum(np.sum(s**2) for s in ref.scale))
     size = sum(s.size for s in ref.scale)
-    bound = rel * scale + tiny * math.sqrt(size)
+    # The reference's step is a difference of parameters, rounded in float64.
+    ref_rounding = (
+      2
+      * np.finfo(np.float64).eps
+      * np.sqrt(sum(np.sum(np.abs(b) ** 2) for b in before))
+    )
+    bound = rel * scale + tiny * math.sqrt(size) + ref_rounding
     assert error <= bound, (t, error, scale, rel)
     params = optax.apply_updates(params, updates)
 
