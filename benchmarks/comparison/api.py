@@ -463,15 +463,7 @@ def _report(
   s = job.settings
   summary = {n: summary_lib.summarize(h) for n, h in finals.items()}
   paired = summary_lib.paired_against_baselines(finals)
-  grid = {
-    n: {
-      'grid': [{'lr': lr, 'validation_error': v.scores[lr]} for lr in v.grid],
-      'picked': v.picked,
-      'extensions': v.extensions,
-      'at_edge': v.at_edge,
-    }
-    for n, v in searches.items()
-  }
+  grid = {n: v.as_json() for n, v in searches.items()}
   table = {
     'results': tables.results_table(summary, hparams, split),
     'paired': tables.paired_table(paired),

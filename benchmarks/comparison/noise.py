@@ -223,15 +223,7 @@ def run_cell(
     'steps': steps,
     'seeds': seeds,
     'picked_lr': picked,
-    'grid': {
-      k: {
-        'grid': [{'lr': lr, 'validation_error': v.scores[lr]} for lr in v.grid],
-        'picked': v.picked,
-        'extensions': v.extensions,
-        'at_edge': v.at_edge,
-      }
-      for k, v in searches.items()
-    },
+    'grid': {k: v.as_json() for k, v in searches.items()},
     'arms': arms,
     'paired': paired,
     'json_path': job.store.json_path,

@@ -54,6 +54,17 @@ class GridSearch:
   def grid(self) -> list[float]:
     return sorted(self.scores)
 
+  def as_json(self) -> dict:
+    """The search as results files keep it: each point and the pick."""
+    return {
+      'grid': [
+        {'lr': lr, 'validation_error': self.scores[lr]} for lr in self.grid
+      ],
+      'picked': self.picked,
+      'extensions': self.extensions,
+      'at_edge': self.at_edge,
+    }
+
 
 def _best(scores: dict) -> float:
   # Lowest score; among equal scores the smaller learning rate.
