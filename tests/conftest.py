@@ -3,9 +3,12 @@ and the hypothesis profiles.
 
 Hypothesis profiles: ``default`` (loaded here) runs a fixed, derandomized set
 of 40 examples per property, so a run is repeatable and short; ``long``
-(``python -m pytest tests/test_properties.py --hypothesis-profile=long``)
+(``python -m pytest tests/library/test_properties.py
+--hypothesis-profile=long``)
 draws 300 fresh examples per property.
 """
+
+import pathlib
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -30,39 +33,25 @@ settings.register_profile(
 settings.load_profile('default')
 
 
-# The tests of pnm_optax itself, selected by ``python -m pytest -m library``;
-# the other modules test the benchmarks, notebooks, docs, packaging and
-# multi-device runs.
-LIBRARY_MODULES = frozenset(
-  {
-    'test_alias',
-    'test_docs',
-    'test_edge_cases',
-    'test_invalid_input',
-    'test_long_runs',
-    'test_noise',
-    'test_parity',
-    'test_precision',
-    'test_properties',
-    'test_step_size',
-  }
-)
+# ``tests/library`` holds the tests of pnm_optax itself; they are also
+# selected by ``python -m pytest -m library``, which then does not even import
+# the other folders (they import Flax, the benchmarks and the notebooks'
+# packages).
+LIBRARY = pathlib.Path(__file__).parent / 'library'
 
 
 def pytest_ignore_collect(collection_path, config):
-  """With ``-m library`` the other modules are not even imported (they
-  import Flax, the benchmarks and the notebooks' packages)."""
   if config.getoption('markexpr') != 'library':
     return None
-  name = collection_path.name
-  if name.startswith('test_') and name.endswith('.py'):
-    return True if collection_path.stem not in LIBRARY_MODULES else None
-  return None
+  path = pathlib.Path(collection_path)
+  if path.is_relative_to(LIBRARY) or LIBRARY.is_relative_to(path):
+    return None
+  return True if path.suffix == '.py' or path.is_dir() else None
 
 
 def pytest_collection_modifyitems(items):
   for item in items:
-    if item.path.stem in LIBRARY_MODULES:
+    if item.path.is_relative_to(LIBRARY):
       item.add_marker(pytest.mark.library)
 
 

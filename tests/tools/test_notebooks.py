@@ -237,9 +237,9 @@ def _majority_class_error() -> float:
 
 
 def check_noise_knob(summary: dict) -> None:
-  """The toy statistics against the closed forms of tests/test_noise.py,
+  """The toy statistics against the closed forms of tests/closed_forms.py,
   within 5 standard errors of each estimate; the tiny study's structure."""
-  from tests import test_noise as closed
+  from tests import closed_forms as closed
 
   assert summary['fast'] is True
   n_samples, steps = summary['samples'], summary['steps']

@@ -2,12 +2,12 @@
 (its install cell is checked in test_colab.py, its headless run in
 test_notebooks.py)."""
 
-import pathlib
-
 import nbformat
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
+ROOT = REPO
 NOTEBOOK = ROOT / 'notebooks' / 'cifar10_pnm_vs_sgd.ipynb'
 COLAB = (
   'https://colab.research.google.com/github/pnm-optax/pnm-optax/blob/'

@@ -11,8 +11,8 @@ import chex
 import numpy as np
 import pytest
 
-from tests import checkpoint_resume as run
 from tests.helpers import REPO
+from tests.integration import checkpoint_resume as run
 
 SAVE_AT = 5
 
@@ -31,7 +31,7 @@ def test_resume_in_fresh_process_is_bitwise_identical(name, tmp_path):
     [
       sys.executable,
       '-m',
-      'tests.checkpoint_resume',
+      'tests.integration.checkpoint_resume',
       ckpt_dir,
       out,
       name,

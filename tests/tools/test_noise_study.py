@@ -5,7 +5,6 @@ measure against an explicit Hessian."""
 
 import itertools
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -22,8 +21,8 @@ from scipy import stats
 
 from benchmarks.comparison import cli, curvature, noise, training
 from benchmarks.comparison import data as data_lib
+from tests.helpers import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--seeds', '2', '--epochs', '2', '--max-steps-per-epoch', '2']
 
 

@@ -26,9 +26,9 @@ from benchmarks.comparison import data as data_lib
 from benchmarks.comparison import models as models_lib
 from benchmarks.comparison import optimizers as opt_lib
 from tests import compat
+from tests.helpers import REPO
 from tests.reference import ReferencePNM
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
   '--dataset',
   'mnist1d',
@@ -197,7 +197,8 @@ def test_results_named_by_settings_saved_strict_and_resumed(tmp_path, capsys):
   (json_path,) = results_files(out)
   assert os.path.basename(json_path).startswith('mnist1d_mlp_')
   png = json_path[:-5] + '.png'
-  assert open(png, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+  with open(png, 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   saved = strict_load(json_path)
   configs = saved['configurations']
   assert len(configs) == 2

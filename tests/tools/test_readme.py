@@ -16,7 +16,7 @@ from flax import nnx
 
 import pnm_optax
 
-README = pathlib.Path(__file__).resolve().parents[1] / 'README.md'
+README = pathlib.Path(__file__).resolve().parents[2] / 'README.md'
 
 
 def _snippets():

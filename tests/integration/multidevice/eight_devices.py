@@ -1,10 +1,10 @@
 """Multi-device measurements on 8 CPU devices, run in a subprocess.
 
-``tests/test_multidevice.py`` runs this script with
+``tests/integration/test_multidevice.py`` runs this script with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (set before JAX is
 imported, so the rest of the suite keeps one device) and asserts on the JSON
 it writes: usage, from the repository root,
-``python -m tests.multidevice.eight_devices OUT.json``.
+``python -m tests.integration.multidevice.eight_devices OUT.json``.
 
 It measures, it does not judge: trajectory errors against a plain single-device
 run, spreads between pmap replicas, state shardings against parameter
@@ -25,7 +25,7 @@ from jax.sharding import PartitionSpec as P
 
 import pnm_optax
 from tests.helpers import rel_err
-from tests.multidevice import problem
+from tests.integration.multidevice import problem
 
 # A (2, 4) mesh; w1 is FSDP + tensor-parallel, the rest tensor-parallel or
 # replicated, so every kind of leaf sharding is present.

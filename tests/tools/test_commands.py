@@ -74,11 +74,3 @@ def test_command_runs_as_written(page, words):
 def test_a_renamed_flag_is_caught():
   with pytest.raises(SystemExit):
     PARSERS['benchmarks.speed'](['--no-such-flag'])
-
-
-def test_library_modules_exist():
-  """-m library collects these modules only (tests/conftest.py)."""
-  from tests.conftest import LIBRARY_MODULES
-
-  for name in LIBRARY_MODULES:
-    assert (REPO / 'tests' / f'{name}.py').is_file(), name

@@ -2,7 +2,7 @@
 
 The suite runs in one process with one CPU device, so everything that needs
 more devices runs in subprocesses (``python -m`` from the repository root;
-the scripts are in ``tests/multidevice/``):
+the scripts are in ``tests/integration/multidevice/``):
 
 * ``eight_devices.py``, with 8 CPU devices
   (``XLA_FLAGS=--xla_force_host_platform_device_count=8``), measures pmap
@@ -77,7 +77,12 @@ def eight(tmp_path_factory) -> dict:
   """Runs ``eight_devices.py`` once; returns its measurements."""
   out = tmp_path_factory.mktemp('eight_devices') / 'results.json'
   proc = subprocess.run(
-    [sys.executable, '-m', 'tests.multidevice.eight_devices', str(out)],
+    [
+      sys.executable,
+      '-m',
+      'tests.integration.multidevice.eight_devices',
+      str(out),
+    ],
     cwd=REPO,
     env=_env(8),
     capture_output=True,
@@ -214,7 +219,7 @@ def _run_all(commands, timeout_s):
           [
             sys.executable,
             '-m',
-            'tests.multidevice.distributed_worker',
+            'tests.integration.multidevice.distributed_worker',
             *command,
           ],
           cwd=REPO,

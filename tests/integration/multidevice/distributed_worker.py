@@ -2,9 +2,9 @@
 
 Usage, from the repository root::
 
-  python -m tests.multidevice.distributed_worker OUT.npz --port PORT \\
+  python -m tests.integration.multidevice.distributed_worker OUT.npz --port PORT \\
       --process-id I --num-processes N
-  python -m tests.multidevice.distributed_worker OUT.npz  # one device
+  python -m tests.integration.multidevice.distributed_worker OUT.npz  # one device
 
 With ``--port`` it joins a ``jax.distributed`` job on 127.0.0.1 (one CPU
 device per process, gloo collectives), builds a global mesh over all
@@ -23,7 +23,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from tests.multidevice import problem
+from tests.integration.multidevice import problem
 
 OPTIMIZER = 'pnm'
 

@@ -3,7 +3,7 @@
 Imported by ``test_checkpoint.py`` (the uninterrupted run and the save) and
 run in a fresh process from the repository root (restore and continue)::
 
-  python -m tests.checkpoint_resume CKPT_DIR OUT.npz OPTIMIZER STOP_STEP
+  python -m tests.integration.checkpoint_resume CKPT_DIR OUT.npz OPTIMIZER STOP_STEP
 
 The script restores the checkpoint into an abstract state built from scratch,
 writes the restored leaves (``restored_*``), trains up to ``STOP_STEP`` and

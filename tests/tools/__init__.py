@@ -1,0 +1,1 @@
+"""Tests of what is built around the library: benchmarks, notebooks, docs, README, examples, packaging."""
