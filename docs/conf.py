@@ -9,6 +9,9 @@ import pathlib
 import shutil
 import sys
 
+from docutils import nodes
+from sphinx import addnodes
+
 DOCS = pathlib.Path(__file__).resolve().parent
 REPO = DOCS.parent
 sys.path.insert(0, str(REPO))
@@ -63,3 +66,43 @@ shutil.rmtree(_NOTEBOOKS, ignore_errors=True)
 _NOTEBOOKS.mkdir()
 for _notebook in sorted((REPO / 'notebooks').glob('*.ipynb')):
   shutil.copy(_notebook, _NOTEBOOKS / _notebook.name)
+
+# Parameter types by the names users write (optax.ScalarOrSchedule), not as
+# the unions they stand for; the library's modules postpone the evaluation of
+# annotations so that these names reach autodoc.
+autodoc_type_aliases = {
+  name: name
+  for name in (
+    'optax.ScalarOrSchedule',
+    'optax.MaskOrFn',
+    'optax.Updates',
+    'optax.Params',
+    'optax.OptState',
+    'jax.typing.ArrayLike',
+    'jax.typing.DTypeLike',
+    'WeightDecayMode',
+  )
+}
+
+
+def _alias_names_in_unions(app, doctree):
+  """Sphinx writes an alias inside a union (``jax.typing.DTypeLike | None``)
+  as the pieces ``TypeAliasForwardRef``, ``(``, ``'name'``, ``) ``; join them
+  back into the name."""
+  del app
+  for paragraph in list(doctree.findall(nodes.paragraph)):
+    children = paragraph.children
+    for at in range(len(children) - 3, -1, -1):
+      texts = [c.astext() for c in children[at : at + 4]]
+      if texts[0] != 'TypeAliasForwardRef' or texts[1] != '(':
+        continue
+      if texts[3].strip() != ')':
+        continue
+      name = texts[2].strip("'") + texts[3][1:]
+      for piece in children[at + 1 : at + 4]:
+        paragraph.remove(piece)
+      paragraph.replace(children[at], addnodes.literal_emphasis(name, name))
+
+
+def setup(app):
+  app.connect('doctree-read', _alias_names_in_unions)

@@ -1,5 +1,7 @@
 """The PNM and AdaPNM optimizers, in the style of ``optax.adamw``."""
 
+from __future__ import annotations
+
 from typing import Literal
 
 import jax

@@ -30,6 +30,8 @@ it acts through the curvature of the loss, which sees the gradients at
 points jittered by :math:`\eta_0 \beta_0 m_t` (docs/noise.md).
 """
 
+from __future__ import annotations
+
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -14,6 +14,8 @@ per step (see :func:`_pn_coefficients`), so the compiled step grows by only
 a few instructions per leaf.
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable
 from typing import NamedTuple
 

@@ -64,6 +64,32 @@ def test_api_reference_documents_every_public_name(site):
   assert ':math:' not in html
 
 
+def _parameter_types(html: str) -> dict[str, set[str]]:
+  """``{parameter: {types shown}}`` from the API page's parameter lists."""
+  text = html_module.unescape(re.sub(r'<[^>]+>', '', html))
+  types: dict[str, set[str]] = {}
+  for name, shown in re.findall(r'\n(\w+) \(([^–\n]*)\) –', text):
+    types.setdefault(name, set()).add(shown)
+  return types
+
+
+def test_api_reference_names_parameter_types_by_their_aliases(site):
+  """Types read as users write them (``optax.ScalarOrSchedule``), not as the
+  unions behind them (``float | Array | Callable[[Array | ndarray | ...``)."""
+  html = (site / 'api.html').read_text()
+  types = _parameter_types(html)
+  assert 'optax.ScalarOrSchedule' in types['learning_rate']
+  assert types['b0'] >= {'optax.ScalarOrSchedule'}
+  assert types['b1'] == {'jax.typing.ArrayLike'}
+  assert types['weight_decay'] == {'optax.ScalarOrSchedule | None'}
+  assert types['mask'] == {'optax.MaskOrFn'}
+  assert types['mu_dtype'] == {'jax.typing.DTypeLike | None'}
+  assert types['weight_decay_mode'] == {'WeightDecayMode'}
+  for shown in set().union(*types.values()):
+    assert len(shown) < 40, shown
+    assert 'Callable[' not in shown and 'TypeAliasForwardRef' not in shown
+
+
 def test_home_page_is_readme(site):
   html = (site / 'index.html').read_text()
   text = html_module.unescape(re.sub(r'<[^>]+>', '', html))
