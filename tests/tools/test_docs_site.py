@@ -12,8 +12,10 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 import pnm_optax
+from tests import project
 from tests.helpers import LOOPBACK_ONLY, REPO
 
 DOCS = REPO / 'docs'
@@ -117,3 +119,24 @@ def test_a_broken_reference_fails_the_build(tmp_path):
   result = sphinx_build(copy / 'docs', tmp_path / 'out', builder='dummy')
   assert result.returncode != 0
   assert 'no_such_page' in result.stdout + result.stderr
+
+
+def test_read_the_docs_runs_the_same_strict_build():
+  """Where users read the site, it is built as here: strict, from
+  docs/conf.py, with the package and its docs extra installed."""
+  config = yaml.safe_load((REPO / '.readthedocs.yaml').read_text())
+  assert config['version'] == 2
+  assert config['sphinx'] == {
+    'configuration': 'docs/conf.py',
+    'fail_on_warning': True,
+  }
+  python = config['build']['tools']['python']
+  assert (
+    f'Programming Language :: Python :: {python}'
+    in project.pyproject()['project']['classifiers']
+  )
+  (install,) = config['python']['install']
+  assert install['method'] == 'pip' and install['path'] == '.'
+  extras = project.pyproject()['project']['optional-dependencies']
+  assert set(install['extra_requirements']) <= set(extras)
+  assert project.extra_distributions('docs') >= {'sphinx', 'myst-nb', 'jax'}
