@@ -33,9 +33,9 @@ the host's cores, so their times say nothing about speed-ups.
 
 import argparse
 import os
-
-# No JAX here: flags are parsed before JAX starts.
-from benchmarks.common import argtypes
+import platform
+import sys
+from typing import NoReturn
 
 PROG = 'python -m examples.sharded_training'
 MODES = ('single', 'pmap', 'dp', 'fsdp')
@@ -43,15 +43,47 @@ DEFAULT_BATCH = 256
 DEFAULT_MODEL_AXIS = 2
 
 
+# No JAX before the flags are parsed: --fake-devices must set XLA_FLAGS first.
+
+
+def positive_int(text: str) -> int:
+  """argparse type: an integer >= 1."""
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+  if value < 1:
+    raise argparse.ArgumentTypeError(f'{value} is not >= 1')
+  return value
+
+
+def mode_list(text: str) -> list[str]:
+  """argparse type: comma-separated modes, each one of ``MODES``."""
+  names = [n.strip() for n in text.split(',') if n.strip()]
+  unknown = [n for n in names if n not in MODES]
+  if unknown or not names:
+    raise argparse.ArgumentTypeError(
+      f'unknown mode(s) {", ".join(map(repr, unknown)) or repr(text)}; '
+      f'choose from {",".join(MODES)}'
+    )
+  return list(dict.fromkeys(names))
+
+
+def fail(message: str) -> NoReturn:
+  """Ends the program like an argparse error: one line, exit status 2."""
+  print(f'{PROG}: error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     prog=PROG,
-    description=__doc__.split('\n\n')[0],
+    description=(__doc__ or '').split('\n\n')[0],
     formatter_class=argparse.RawDescriptionHelpFormatter,
   )
   parser.add_argument(
     '--fake-devices',
-    type=argtypes.positive_int,
+    type=positive_int,
     default=None,
     metavar='N',
     help='simulate N CPU devices (sets XLA_FLAGS and JAX_PLATFORMS=cpu '
@@ -59,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
   )
   parser.add_argument(
     '--devices',
-    type=argtypes.positive_int,
+    type=positive_int,
     default=None,
     metavar='N',
     help='use the first N devices only (one process; default: all)',
@@ -67,22 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--optimizer', choices=('pnm', 'adapnm'), default='pnm')
   parser.add_argument(
     '--modes',
-    type=argtypes.name_list(MODES),
+    type=mode_list,
     default=list(MODES),
     help='comma-separated subset of ' + ','.join(MODES),
   )
-  parser.add_argument('--steps', type=argtypes.positive_int, default=30)
+  parser.add_argument('--steps', type=positive_int, default=30)
   parser.add_argument(
     '--batch',
-    type=argtypes.positive_int,
+    type=positive_int,
     default=None,
     help='global batch, a multiple of the device count '
     f'(default: the multiple nearest {DEFAULT_BATCH})',
   )
-  parser.add_argument('--hidden', type=argtypes.positive_int, default=512)
+  parser.add_argument('--hidden', type=positive_int, default=512)
   parser.add_argument(
     '--model-axis',
-    type=argtypes.positive_int,
+    type=positive_int,
     default=None,
     help="size of the fsdp mesh's 'model' axis, a divisor "
     f'of the device count (default {DEFAULT_MODEL_AXIS} '
@@ -98,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     'auto-detection (TPU pods, SLURM, ...)',
   )
   multihost.add_argument('--coordinator-address', metavar='HOST:PORT')
-  multihost.add_argument('--num-processes', type=argtypes.positive_int)
+  multihost.add_argument('--num-processes', type=positive_int)
   multihost.add_argument('--process-id', type=int)
   return parser
 
@@ -183,7 +215,6 @@ from jax.sharding import NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import pnm_optax  # noqa: E402
-from benchmarks.common import environment  # noqa: E402
 
 IN_DIM, CLASSES = 64, 10
 WARMUP = 2  # steps left out of the timing: they include compilation
@@ -449,8 +480,7 @@ def main(args) -> None:
   if args.fake_devices and jax.device_count() != args.fake_devices * max(
     jax.process_count(), 1
   ):
-    argtypes.fail(
-      PROG,
+    fail(
       '--fake-devices needs XLA_FLAGS set before JAX starts: '
       'run this file as a program (python -m '
       'examples.sharded_training).',
@@ -458,14 +488,12 @@ def main(args) -> None:
   devices = jax.devices()
   if args.devices:
     if jax.process_count() > 1:
-      argtypes.fail(
-        PROG,
+      fail(
         '--devices picks devices of one process; with '
         f'{jax.process_count()} processes all devices are used',
       )
     if args.devices > len(devices):
-      argtypes.fail(
-        PROG,
+      fail(
         f'--devices {args.devices}: only {len(devices)} '
         'devices here (--fake-devices N simulates N on a CPU)',
       )
@@ -476,10 +504,12 @@ def main(args) -> None:
       n, args.batch, args.model_axis, args.hidden
     )
   except ValueError as e:
-    argtypes.fail(PROG, str(e))
+    fail(str(e))
   say = print if jax.process_index() == 0 else (lambda *a, **k: None)
-  for line in environment.header_lines(environment.collect()):
-    say(line)
+  say(
+    f'# python {platform.python_version()}, jax {jax.__version__}, '
+    f'optax {optax.__version__}, pnm_optax {pnm_optax.__version__}'
+  )
   say(
     f'backend {jax.default_backend()}: {n} devices '
     f'({devices[0].device_kind}), {jax.process_count()} process(es)'
@@ -558,4 +588,4 @@ def main(args) -> None:
 
 
 if __name__ == '__main__':
-  main(ARGS)
+  main(build_parser().parse_args())

@@ -74,3 +74,24 @@ def test_command_runs_as_written(page, words):
 def test_a_renamed_flag_is_caught():
   with pytest.raises(SystemExit):
     PARSERS['benchmarks.speed'](['--no-such-flag'])
+
+
+def test_examples_stand_alone():
+  """An example imports pnm_optax and published packages only, so it can be
+  copied out of the repository and run."""
+  import ast
+
+  for path in sorted((REPO / 'examples').glob('*.py')):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+      if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+      elif isinstance(node, ast.ImportFrom):
+        names = [node.module or '']
+      else:
+        continue
+      for name in names:
+        assert name.split('.')[0] not in ('benchmarks', 'tests', 'examples'), (
+          path.name,
+          name,
+        )
