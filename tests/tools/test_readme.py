@@ -1,4 +1,4 @@
-"""README's Python snippets run as written, on the objects they assume."""
+"""The Python snippets of README and the guides run as written."""
 
 import json
 import os
@@ -15,84 +15,101 @@ import pytest
 from flax import nnx
 
 import pnm_optax
+from tests.helpers import REPO, rel_err
+from tests.reference import ReferencePNM
 
-README = pathlib.Path(__file__).resolve().parents[2] / 'README.md'
+README = REPO / 'README.md'
+USAGE = REPO / 'docs' / 'usage.md'
+MULTIDEVICE = REPO / 'docs' / 'multidevice.md'
 
 
-def _snippets():
-  blocks = re.findall(r'```python\n(.*?)```', README.read_text(), re.S)
+def _snippet(page: pathlib.Path, marker: str) -> str:
+  blocks = re.findall(r'```python\n(.*?)```', page.read_text(), re.S)
+  found = [b for b in blocks if marker in b]
+  assert len(found) == 1, f'one {page.name} snippet with {marker!r}: {found}'
+  return found[0]
 
-  def find(marker):
-    found = [b for b in blocks if marker in b]
-    assert len(found) == 1, f'one README snippet with {marker!r}: {found}'
-    return found[0]
 
-  return dict(
-    usage=find('optax.clip_by_global_norm'),
-    inject=find('inject_hyperparams'),
-    flax=find('nnx.Optimizer'),
-    shardings=find('out_shardings'),
+SNIPPETS = dict(
+  loop=_snippet(README, 'jax.grad(loss)'),
+  flax=_snippet(README, 'nnx.Optimizer'),
+  inject=_snippet(USAGE, 'inject_hyperparams(pnm_optax.pnm)'),
+  shardings=_snippet(MULTIDEVICE, 'out_shardings=state_shardings'),
+)
+
+
+def test_readme_fits_a_screenful_or_two():
+  assert len(README.read_text().splitlines()) <= 130
+
+
+def test_optax_loop_runs_as_written_and_matches_the_reference(capsys):
+  """README's first example, run as a program would: its printed loss is the
+  one its comment shows, and its parameters are the float64 reference's."""
+  ns: dict = {}
+  exec(SNIPPETS['loop'], ns)
+  printed = capsys.readouterr().out.strip()
+  assert f'# {printed}' in SNIPPETS['loop'], printed
+  x, y = np.asarray(ns['x'], np.float64), np.asarray(ns['y'], np.float64)
+  ref = ReferencePNM([np.zeros(3), np.zeros(())], b0=1.0, weight_decay=1e-4)
+  for _ in range(300):
+    w, b = ref.params
+    r = x @ w + b - y
+    grads = [2 * x.T @ r / len(r), 2 * np.mean(r)]
+    ref.step(grads, lr=0.1)
+  assert rel_err(ns['params']['w'], ref.params[0]) < 1e-4
+  assert abs(float(ns['params']['b']) - float(ref.params[1])) < 1e-5
+
+
+def test_flax_snippet_steps_with_decay_on_kernels_only():
+  """One step of README's NNX example against PNM's first step written out:
+  ``p - lr ((1 + b0)(1 - b1^2) g / sqrt(5) + wd p)``, decay on kernels only."""
+  ns = _namespace()
+  exec(SNIPPETS['flax'], ns)
+  model, optimizer = ns['model'], ns['optimizer']
+  x = jax.random.normal(jax.random.key(1), (16, 3))
+  y = jnp.ones((16, 1))
+  before = jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
+  grads = jax.tree.map(
+    np.asarray,
+    nnx.grad(lambda m: jnp.mean((m(x) - y) ** 2))(model),
   )
+  ns['train_step'](model, optimizer, x, y)
+  after = jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
+  lr, wd, kernels = 0.1, 5e-4, 0
+  for path, p in jax.tree_util.tree_leaves_with_path(before):
+    g = _at(grads, path)
+    decay = wd * p if p.ndim > 1 else 0.0
+    kernels += p.ndim > 1
+    expected = p - lr * (2 * (1 - 0.81) * g / np.sqrt(5) + decay)
+    np.testing.assert_allclose(_at(after, path), expected, rtol=1e-5, atol=1e-7)
+  assert kernels == 2
 
 
-SNIPPETS = _snippets()
-
-
-def _params():
-  return {'w': jnp.ones((4, 3)), 'b': jnp.zeros((3,))}
+def _at(tree, path):
+  for key in path:
+    tree = tree[getattr(key, 'key', getattr(key, 'idx', None))]
+  return tree
 
 
 def _namespace(**extra):
   return dict(jax=jax, jnp=jnp, optax=optax, pnm_optax=pnm_optax, **extra)
 
 
-def test_usage_snippet_takes_a_step():
-  params = _params()
-  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
-  ns = _namespace(params=params, grads=grads)
-  exec(SNIPPETS['usage'], ns)
-  # The 15 gradients of 0.5 are clipped to global norm 1. Step 1 of PNM
-  # writes the odd buffer: the direction is (1 + b0) m / n with
-  # m = (1 - b1^2) g, n = sqrt((1 + b0)^2 + b0^2), plus decoupled decay.
-  lr = 0.1
-  clipped = 0.5 / np.sqrt(15 * 0.5**2)
-  direction = 2 * (1 - 0.81) * clipped / np.sqrt(5)
-  for name, p in params.items():
-    expected = np.asarray(p) - lr * (direction + 5e-4 * np.asarray(p))
-    np.testing.assert_allclose(ns['params'][name], expected, rtol=1e-6)
-  assert int(ns['state'][1][0].count) == 1
-
-
 def test_inject_hyperparams_snippet_changes_the_rate():
-  ns = _namespace(params=_params())
+  params = {'w': jnp.ones((4, 3)), 'b': jnp.zeros((3,))}
+  ns = _namespace(params=params)
   exec(SNIPPETS['inject'], ns)
   opt, opt_state = ns['opt'], ns['opt_state']
   assert float(opt_state.hyperparams['learning_rate']) == 0.05
-  grads = jax.tree.map(jnp.ones_like, ns['params'])
-  updates, _ = opt.update(grads, opt_state, ns['params'])
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = opt.update(grads, opt_state, params)
   # b0 = 1 at step 0: each leaf moves by lr * 2 * (1 - b1^2) / sqrt(5).
   np.testing.assert_allclose(
     updates['w'], -0.05 * 2 * 0.19 / np.sqrt(5), rtol=1e-6
   )
 
 
-def test_flax_snippet_masks_decay_to_matrices():
-  model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
-  model.bias[...] = jnp.ones((2,))
-  kernel = np.asarray(model.kernel[...])
-  zero = jax.tree.map(jnp.zeros_like, nnx.state(model, nnx.Param))
-  ns = _namespace(
-    model=model, grads=zero, schedule=optax.constant_schedule(0.1)
-  )
-  exec(SNIPPETS['flax'], ns)
-  # Zero gradients: only weight decay moves, and only the kernel.
-  np.testing.assert_allclose(
-    model.kernel[...], kernel * (1 - 0.1 * 5e-4), rtol=1e-6
-  )
-  np.testing.assert_array_equal(model.bias[...], np.ones(2))
-
-
-# Runs README's shardings snippet on 8 CPU devices (XLA_FLAGS must be set
+# Runs docs/multidevice.md's shardings snippet on 8 CPU devices (XLA_FLAGS must be set
 # before JAX is imported, hence a subprocess); prints one JSON line.
 _SHARDINGS_CHILD = """
 import json, sys
@@ -101,17 +118,19 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 assert jax.device_count() == 8, jax.devices()
 mesh = jax.make_mesh((2, 4), ('data', 'model'))
-param_shardings = {
-    'w': NamedSharding(mesh, P('data', 'model')),
-    'b': NamedSharding(mesh, P('model')),
-}
-params = jax.device_put(
-    {'w': jnp.ones((8, 16)), 'b': jnp.zeros((16,))}, param_shardings)
+params = {'w1': jnp.ones((8, 16)), 'b1': jnp.zeros((16,)),
+          'w2': jnp.ones((16, 4)), 'b2': jnp.zeros((4,))}
+x, y = jnp.ones((8, 8)), jnp.zeros((8, 4))
+
+def loss_fn(params, x, y):
+    h = jnp.tanh(x @ params['w1'] + params['b1'])
+    return jnp.mean((h @ params['w2'] + params['b2'] - y) ** 2)
+
 opt = pnm_optax.adapnm(1e-3)
 ns = dict(jax=jax, jnp=jnp, optax=optax, pnm_optax=pnm_optax, opt=opt,
-          params=params, param_shardings=param_shardings, mesh=mesh,
-          NamedSharding=NamedSharding, P=P)
+          params=params, loss_fn=loss_fn, x=x, y=y)
 exec(sys.argv[1], ns)
+param_shardings = ns['param_shardings']
 state = ns['opt_state'][0]
 buffers = {}
 for field in ('mu_odd', 'mu_even', 'nu', 'nu_max'):
@@ -128,8 +147,9 @@ print(json.dumps(dict(
 
 
 def test_shardings_snippet_places_state_like_params():
-  """On a (2, 4) mesh of 8 devices every buffer is split like its parameter
-  (the same per-device block) and the step count is replicated."""
+  """On a (2, 4) mesh of 8 devices, after a donated sharded step, every
+  buffer is split like its parameter (the same per-device block) and the step
+  count is replicated."""
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   flags = env.get('XLA_FLAGS', '').split()
   flags = [f for f in flags if 'host_platform_device_count' not in f]
@@ -146,8 +166,9 @@ def test_shardings_snippet_places_state_like_params():
   )
   assert proc.returncode == 0, proc.stderr[-4000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])
-  blocks = {'w': [4, 4], 'b': [4]}  # (8, 16) over (2, 4); (16,) over 4
-  assert len(out['buffers']) == 4 * 2
+  # (8, 16) over (2, 4); (16,) over 4; (16, 4) over 4 rows; b2 replicated.
+  blocks = {'w1': [4, 4], 'b1': [4], 'w2': [4, 4], 'b2': [4]}
+  assert len(out['buffers']) == 4 * 4
   for key, buffer in out['buffers'].items():
     assert buffer['same'], key
     assert buffer['devices'] == 8, key
