@@ -6,6 +6,7 @@ from pnm_optax.step_size import (
   noise_norm,
   sgdm_equivalent_learning_rate,
 )
+from pnm_optax.train_step import PNMTrainStep, pnm_train_step
 from pnm_optax.transform import (
   ScaleByAdaPNMNoAmsgradState,
   ScaleByAdaPNMState,
@@ -22,6 +23,8 @@ __all__ = [
   'b0_matched_learning_rate',
   'noise_norm',
   'pnm',
+  'pnm_train_step',
+  'PNMTrainStep',
   'sgdm_equivalent_learning_rate',
   'scale_by_adapnm',
   'scale_by_pnm',

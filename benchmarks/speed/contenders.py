@@ -59,6 +59,10 @@ JAX_OPTIMIZERS: dict[str, Optimizer] = {
     lambda mu_dtype: pnm_optax.adapnm(LEARNING_RATE, mu_dtype=mu_dtype), 10, 4
   ),
 }
+# Outside the Optax contract: pnm_optax.pnm_train_step alternates two
+# compiled steps (one per parity), each writing only its own buffer.
+STATIC_PARITY = 'pnm_static'
+STEP_HELPERS: dict[str, Optimizer] = {STATIC_PARITY: Optimizer(None, 6, 2)}
 _TORCH = ('torch',)
 _PYTORCH_OPTIMIZER = ('torch', 'pytorch_optimizer')
 TORCH_OPTIMIZERS: dict[str, Optimizer] = {
@@ -71,7 +75,7 @@ TORCH_OPTIMIZERS: dict[str, Optimizer] = {
   'pytorch_optimizer_pnm': Optimizer(None, 6, 3, _PYTORCH_OPTIMIZER),
   'pytorch_optimizer_adapnm': Optimizer(None, 10, 6, _PYTORCH_OPTIMIZER),
 }
-ALL = {**JAX_OPTIMIZERS, **TORCH_OPTIMIZERS}
+ALL = {**JAX_OPTIMIZERS, **STEP_HELPERS, **TORCH_OPTIMIZERS}
 
 
 def is_torch(name: str) -> bool:

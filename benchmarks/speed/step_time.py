@@ -26,10 +26,12 @@ configuration, so an interrupted run keeps what it finished) and
 import argparse
 import os
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
 
+import pnm_optax
 from benchmarks.common import argtypes, environment, reporting
 from benchmarks.speed import (
   contenders,
@@ -44,6 +46,12 @@ PROG = 'python -m benchmarks.speed'
 DEFAULT_SIZES = '1e5,1e6,2^22,2^24,2^26,2^28'
 QUICK_SIZES = '1e4,1e5'
 RATIO_REFS = ('sgdm', 'amsgrad', 'adam')  # every ratio is to one of these
+# Compiling dominates the trees with many leaves (a cold compile per round
+# and optimizer, and the step and loop forms each timed optimizer needs):
+# each configuration gets a share of the report's time, and what is not
+# reached in it is listed as skipped.
+DEFAULT_BUDGET_S = 240.0
+DEFAULT_CONFIG_BUDGET_S = 60.0
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -129,6 +137,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     action='store_true',
     help='tiny sizes, few repeats: a few seconds',
   )
+  parser.add_argument(
+    '--budget',
+    type=argtypes.positive_float,
+    default=None,
+    help='seconds for the whole report: no configuration starts after '
+    f'them (default {DEFAULT_BUDGET_S:g}; --quick: 60)',
+  )
+  parser.add_argument(
+    '--config-budget',
+    type=argtypes.positive_float,
+    default=None,
+    help='seconds per configuration: no compile, optimizer or timing round '
+    f'starts after them (default {DEFAULT_CONFIG_BUDGET_S:g}; --quick: 20)',
+  )
   parser.add_argument('--no-progress', action='store_true')
   parser.add_argument(
     '--out',
@@ -149,6 +171,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.compile_repeats = 1 if args.quick else 3
   if args.target_time is None:
     args.target_time = 0.02 if args.quick else 0.25
+  if args.budget is None:
+    args.budget = 60.0 if args.quick else DEFAULT_BUDGET_S
+  if args.config_budget is None:
+    args.config_budget = 20.0 if args.quick else DEFAULT_CONFIG_BUDGET_S
   return args
 
 
@@ -193,13 +219,32 @@ def build_configs(sizes: list[int], tree_names: list[str]):
   return configs
 
 
+def _static_parity_step():
+  """A fresh ``(params, state, grads) -> (params, state)``: the odd step of
+  :func:`pnm_optax.pnm_train_step`."""
+  update = pnm_optax.pnm_train_step(contenders.LEARNING_RATE).update
+  return lambda params, state, grads: update(params, state, grads, True)
+
+
 def measure_compile(
-  label: str, shapes, names: list[str], repeats: int, on_round
+  label: str,
+  shapes,
+  names: list[str],
+  repeats: int,
+  on_round,
+  deadline: float = float('inf'),
 ) -> list[dict]:
-  """Cold compile costs of the JAX optimizers' train step on one tree."""
+  """Cold compile costs of the JAX optimizers' train step on one tree (no
+  compile starts after ``deadline``, a ``time.monotonic()`` value)."""
   params = trees.abstract_tree(shapes)
   makers, args = {}, {}
   for name in names:
+    if name == contenders.STATIC_PARITY:
+      # The odd step; the even one is its mirror image.
+      makers[name] = _static_parity_step
+      init = pnm_optax.pnm_train_step(contenders.LEARNING_RATE).init
+      args[name] = (params, jax.eval_shape(init, params), params)
+      continue
     make = contenders.JAX_OPTIMIZERS[name].make
     # A fresh optimizer and closure per compile: nothing cached can answer.
     makers[name] = lambda make=make: timing.make_train_step(make(None))
@@ -212,6 +257,7 @@ def measure_compile(
     trees.num_params(shapes),
     len(shapes),
     on_round,
+    deadline,
   )
   samples = {n: m['samples'] for n, m in measured.items()}
   rows = []
@@ -232,19 +278,34 @@ def measure_compile(
 
 
 def measure_steps(
-  label: str, shapes, names: list[str], repeats: int, target_s: float, on_round
-) -> list[dict]:
+  label: str,
+  shapes,
+  names: list[str],
+  repeats: int,
+  target_s: float,
+  on_round,
+  deadline: float = float('inf'),
+  on_build=lambda name: None,
+) -> tuple[list[dict], list[str]]:
   """Step times of ``names`` side by side on one tree; a row per optimizer
-  (a row with ``error`` for one that failed to build or run)."""
+  (a row with ``error`` for one that failed to build or run), and the names
+  not built because ``deadline`` (``time.monotonic()``) had passed (the
+  baseline is always built; ``on_build(name)`` is called before each)."""
   n = trees.num_params(shapes)
   key_p, key_g = jax.random.split(jax.random.key(0))
   params = trees.make_tree(shapes, key_p)
   grads = trees.make_tree(shapes, key_g, scale=1e-2)
-  runners, errors = [], {}
+  runners, errors, late = [], {}, []
   for name in names:
+    if name != contenders.BASELINE and time.monotonic() > deadline:
+      late.append(name)
+      continue
+    on_build(name)
     try:
       if contenders.is_torch(name):
         runners.append(timing.TorchRunner(name, shapes))
+      elif name == contenders.STATIC_PARITY:
+        runners.append(timing.StaticParityRunner(name, params, grads))
       else:
         runners.append(
           timing.JaxRunner(
@@ -254,7 +315,9 @@ def measure_steps(
     except Exception as e:
       errors[name] = f'{type(e).__name__}: {e}'.splitlines()[0][:160]
   del params
-  samples, steps = timing.run_rounds(runners, repeats, target_s, on_round)
+  samples, steps = timing.run_rounds(
+    runners, repeats, target_s, on_round, deadline
+  )
   rows = []
   for r in runners:
     row = dict(
@@ -287,7 +350,7 @@ def measure_steps(
         error=err,
       )
     )
-  return rows
+  return rows, late
 
 
 def plan(configs, names: list[str], budget: float, budget_text: str):
@@ -386,6 +449,8 @@ def main(argv=None) -> dict:
   result = dict(
     meta=info,
     complete=False,
+    budget_s=args.budget,
+    config_budget_s=args.config_budget,
     repeats=args.repeats,
     compile_repeats=args.compile_repeats,
     target_time_s=args.target_time,
@@ -413,30 +478,87 @@ def main(argv=None) -> dict:
     total=total, desc='rounds', disable=args.no_progress, file=sys.stderr
   )
   tick = lambda: progress.update(1)
+  started = time.monotonic()
   for label, shapes, groups in planned:
-    progress.set_postfix_str(label)
+    now = time.monotonic()
+    if now - started > args.budget:
+      skipped.append(
+        dict(
+          config=label,
+          num_params=trees.num_params(shapes),
+          reason=f"not started: the report's {args.budget:g} s budget "
+          'was spent',
+        )
+      )
+      print(f'# skipped {label}: over the {args.budget:g} s budget')
+      continue
+    deadline = min(now + args.config_budget, started + args.budget)
+    progress.set_postfix_str(f'{label}: compile')
     too_big = {s.get('optimizer') for s in skipped if s['config'] == label}
+    wanted = [n for n in jax_names if n not in too_big]
     compile_rows = measure_compile(
       label,
       shapes,
-      [n for n in jax_names if n not in too_big],
+      wanted,
       args.compile_repeats,
       tick,
+      # Half the configuration's time at most: step times matter more.
+      min(deadline, now + args.config_budget / 2),
     )
     result['compile_rows'] += compile_rows
+    compiled = {r['optimizer'] for r in compile_rows}
     words = {r['optimizer']: r['hlo_words'] for r in compile_rows}
+    late = [n for n in wanted if n not in compiled]
     for i, group in enumerate(groups):
-      group_rows = measure_steps(
-        label, shapes, group, args.repeats, args.target_time, tick
+      group_rows, group_late = measure_steps(
+        label,
+        shapes,
+        group,
+        args.repeats,
+        args.target_time,
+        tick,
+        deadline,
+        lambda name, label=label: progress.set_postfix_str(f'{label}: {name}'),
       )
+      late += [f'{n} (step time)' for n in group_late]
       for row in group_rows:
         row['hlo_words'] = words.get(row['optimizer'])
       # The baseline's row from the first group stands for the config.
       result['rows'] += [
         r for r in group_rows if i == 0 or r['optimizer'] != contenders.BASELINE
       ]
+    if late:
+      reason = (
+        f"not reached in the configuration's {args.config_budget:g} s "
+        'budget (compiling dominates)'
+      )
+      skipped.append(
+        dict(
+          config=label,
+          num_params=trees.num_params(shapes),
+          optimizer=', '.join(late),
+          reason=reason,
+        )
+      )
+      print(f'# skipped {label} {", ".join(late)}: {reason}')
+    print(
+      f'# {label}: {time.monotonic() - now:.0f} s',
+      file=sys.stderr,
+      flush=True,
+    )
     save()
   progress.close()
+  result['seconds'] = time.monotonic() - started
+  print(
+    f'# measured in {result["seconds"]:.0f} s; skipped: '
+    + (
+      '; '.join(
+        s['config'] + (f' {s["optimizer"]}' if 'optimizer' in s else '')
+        for s in skipped
+      )
+      or 'nothing'
+    )
+  )
   rows, compile_rows = result['rows'], result['compile_rows']
 
   if not args.compile_only:
@@ -463,6 +585,7 @@ def main(argv=None) -> dict:
         bf16_mu=memory.state_bytes_per_param(n, jnp.bfloat16),
       )
       for n in jax_names
+      if n in contenders.JAX_OPTIMIZERS
     }
     result['memory_table'] = report.memory_table(
       result['state_bytes_per_param']

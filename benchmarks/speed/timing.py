@@ -89,6 +89,58 @@ class JaxRunner:
     return elapsed / k
 
 
+class StaticParityRunner:
+  """:func:`pnm_optax.pnm_train_step` (PNM, two compiled steps, one per
+  parity) on one tree, timed as :class:`JaxRunner` times an optimizer.
+
+  The device time runs pairs of steps (odd, then even) in one jitted
+  ``fori_loop``, so it is taken over an even number of steps.
+  """
+
+  def __init__(self, name: str, params, grads):
+    import pnm_optax
+
+    self.name = name
+    train = pnm_optax.pnm_train_step(contenders.LEARNING_RATE)
+    self.step = train.step
+
+    def pair(_, carry):
+      params, state = train.update(*carry, grads, True)
+      return train.update(params, state, grads, False)
+
+    self.loop = jax.jit(
+      lambda params, state, pairs: jax.lax.fori_loop(
+        0, pairs, pair, (params, state)
+      ),
+      donate_argnums=(0, 1),
+    )
+    self.grads = grads
+    self.params = jax.tree.map(jnp.copy, params)
+    self.state = train.init(self.params)
+    for _ in range(2):
+      self.params, self.state = self.step(self.params, self.state, grads)
+      self.params, self.state = self.loop(self.params, self.state, 1)
+    jax.block_until_ready((self.params, self.state))
+
+  def time_device(self, k: int) -> float:
+    pairs = max(1, k // 2)
+    start = time.perf_counter()
+    self.params, self.state = self.loop(self.params, self.state, pairs)
+    jax.block_until_ready((self.params, self.state))
+    return (time.perf_counter() - start) / (2 * pairs)
+
+  def time_dispatched(self, k: int) -> float:
+    step, grads = self.step, self.grads
+    params, state = self.params, self.state
+    start = time.perf_counter()
+    for _ in range(k):
+      params, state = step(params, state, grads)
+    jax.block_until_ready((params, state))
+    elapsed = time.perf_counter() - start
+    self.params, self.state = params, state
+    return elapsed / k
+
+
 class TorchRunner:
   """One PyTorch optimizer on the same shapes (eager: dispatched time only).
 
@@ -153,8 +205,10 @@ def run_rounds(
   repeats: int,
   target_s: float,
   on_round: Callable[[], None] = lambda: None,
+  deadline: float = float('inf'),
 ) -> tuple[Samples, dict[str, int]]:
-  """Times every runner once per round, ``repeats`` rounds.
+  """Times every runner once per round, ``repeats`` rounds (at least one;
+  no further round starts after ``deadline``, a ``time.monotonic()`` value).
 
   Returns:
     ``name -> {'device': [...], 'dispatched': [...]}`` seconds per step, one
@@ -164,6 +218,8 @@ def run_rounds(
   steps = {r.name: steps_per_sample(r, target_s) for r in runners}
   samples = {r.name: {'device': [], 'dispatched': []} for r in runners}
   for rnd in range(repeats):
+    if rnd > 0 and time.monotonic() > deadline:
+      break
     for r in rotated(runners, rnd):
       samples[r.name]['device'].append(r.time_device(steps[r.name]))
       samples[r.name]['dispatched'].append(r.time_dispatched(steps[r.name]))

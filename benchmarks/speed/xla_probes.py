@@ -117,6 +117,7 @@ def compile_rounds(
   num_params: int,
   num_leaves: int,
   on_round: Callable[[], None] = lambda: None,
+  deadline: float = float('inf'),
 ) -> dict[str, dict]:
   """Cold compiles of several functions, interleaved in rounds.
 
@@ -133,6 +134,8 @@ def compile_rounds(
     num_params: parameters in the tree (for words per parameter).
     num_leaves: leaves in the tree (for the per-leaf sizes).
     on_round: called after each round (progress).
+    deadline: a ``time.monotonic()`` value: no compile starts after it (a
+      function compiled in no round is left out of the result).
 
   Returns:
     ``name -> dict`` with the per-round ``samples`` (``trace_lower_s``,
@@ -144,10 +147,14 @@ def compile_rounds(
     n: {'trace_lower_s': [], 'compile_s': [], 'total_s': []} for n in names
   }
   last = {}
+  if not names:
+    return {}
   # Untimed: the process's first compile also pays one-off start-up costs.
   cold_compile(makers[names[0]], args[names[0]], donate_argnums)
   for rnd in range(repeats):
     for name in timing.rotated(names, rnd):
+      if time.monotonic() > deadline:
+        continue
       result = cold_compile(makers[name], args[name], donate_argnums)
       s = samples[name]
       s['trace_lower_s'].append(result['trace_lower_s'])
@@ -157,6 +164,8 @@ def compile_rounds(
     on_round()
   out = {}
   for name in names:
+    if name not in last:
+      continue
     out[name] = dict(
       {k: float(np.median(v)) for k, v in samples[name].items()},
       samples=samples[name],
