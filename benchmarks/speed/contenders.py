@@ -78,6 +78,15 @@ TORCH_OPTIMIZERS: dict[str, Optimizer] = {
 ALL = {**JAX_OPTIMIZERS, **STEP_HELPERS, **TORCH_OPTIMIZERS}
 
 
+def make(name: str, mu_dtype=None) -> optax.GradientTransformation:
+  """A JAX optimizer of :data:`JAX_OPTIMIZERS` (``mu_dtype``: its momentum
+  dtype, or None)."""
+  maker = JAX_OPTIMIZERS[name].make
+  if maker is None:
+    raise ValueError(f'{name} is not an optax optimizer')
+  return maker(mu_dtype)
+
+
 def is_torch(name: str) -> bool:
   return name in TORCH_OPTIMIZERS
 

@@ -33,7 +33,7 @@ checked to give the core's updates.
 import argparse
 import sys
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -54,7 +54,8 @@ POS, NEG = (1 + B0) / _NORM, B0 / _NORM
 
 
 class LayoutState(NamedTuple):
-  count: jax.Array
+  # A NamedTuple field named like tuple.count, as in optax's states.
+  count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride]
   slots: list[tuple]  # per leaf, a tuple of buffers
 
 
@@ -77,7 +78,9 @@ def _layout(
     ]
     return (
       jax.tree.unflatten(treedef, [d for d, _ in out]),
-      LayoutState(optax.safe_increment(state.count), [s for _, s in out]),
+      LayoutState(
+        jnp.asarray(optax.safe_increment(state.count)), [s for _, s in out]
+      ),
     )
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -198,7 +201,9 @@ ADAPNM_LAYOUTS = {
 def layout_optimizers(learning_rate: float = contenders.LEARNING_RATE) -> dict:
   """``name -> (GradientTransformation, reference name or None)``."""
   lr = optax.scale_by_learning_rate(learning_rate)
-  opts = {'sgdm': (optax.sgd(learning_rate, momentum=0.9), None)}
+  opts: dict[str, tuple[optax.GradientTransformation, str | None]] = {
+    'sgdm': (optax.sgd(learning_rate, momentum=0.9), None)
+  }
   for name, (init_leaf, step_leaf) in PNM_LAYOUTS.items():
     opts[f'pnm {name}'] = (
       optax.chain(_layout(init_leaf, step_leaf), lr),
@@ -226,7 +231,7 @@ def max_deviation(opt, reference, steps: int = 6) -> float:
     'w': jax.random.normal(key, (257,)),
     'b': jax.random.normal(key, (3, 5)),
   }
-  ps = [params, params]
+  ps: list[Any] = [params, params]
   states = [opt.init(params), reference.init(params)]
   for i in range(steps):
     grads = jax.tree.map(
@@ -291,7 +296,7 @@ def run(
     ref = opts[name][1]
     dev = max_deviation(opts[name][0], opts[ref][0]) if ref else None
     probe = probes[name]
-    row = dict(
+    row: dict[str, Any] = dict(
       layout=name,
       num_params=num_params,
       device_s=timing.median(samples[name]['device']),
@@ -351,7 +356,7 @@ def run(
 def parse_args(argv=None) -> argparse.Namespace:
   names = list(layout_optimizers())
   parser = argparse.ArgumentParser(
-    prog=PROG, description=__doc__.split('\n')[0]
+    prog=PROG, description=(__doc__ or '').split('\n')[0]
   )
   parser.add_argument(
     '--size',

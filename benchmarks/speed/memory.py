@@ -88,7 +88,7 @@ def state_bytes_per_param(name: str, mu_dtype) -> float:
   """Optimizer-state bytes per parameter of a JAX optimizer, measured on a
   2^20-element float32 leaf (``mu_dtype``: its momentum dtype, or None)."""
   n = 2**20
-  opt = contenders.JAX_OPTIMIZERS[name].make(mu_dtype)
+  opt = contenders.make(name, mu_dtype)
   shape = jax.eval_shape(opt.init, jax.ShapeDtypeStruct((n,), jnp.float32))
   total = sum(
     x.size * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(shape)

@@ -10,7 +10,9 @@ from benchmarks.common.reporting import fmt
 from benchmarks.speed import contenders
 
 STEP_NOTE = (
-  'device = K steps in one jitted fori_loop / K; dispatch = K donated '
+  'device = K steps in one jitted fori_loop / K (not measured on trees of '
+  'more than 200 leaves, where compiling the loop dominates); dispatch = K '
+  'donated '
   'jitted calls / K; medians of {repeats} round(s), ratios per round. floor '
   'w = words/param a fused step must move; XLA w = bytes accessed by the '
   'compiled step (XLA cost analysis) / 4 / params; GB/s = floor bytes / '
@@ -176,7 +178,9 @@ def key_ratios(rows: list[dict], compile_rows: list[dict]) -> list[str]:
     parts = []
     for ours, theirs, label in KEY_PAIRS:
       row = find(rows, config, ours)
-      ratio = row.get(f'dispatched_x_{theirs}') if row else None
+      if row is None:
+        continue
+      ratio = row.get(f'dispatched_x_{theirs}')
       if ratio is not None:
         parts.append(
           f'{label} {ratio:.2f}x (loop '

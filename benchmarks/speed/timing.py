@@ -16,7 +16,7 @@ ratio within the round.
 """
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +27,7 @@ from benchmarks.speed import contenders
 
 MAX_STEPS_PER_SAMPLE = 1000
 
-Samples = dict[str, dict[str, list[float | None]]]
+Samples = Mapping[str, Mapping[str, Sequence[float | None]]]
 
 
 def make_train_step(opt: optax.GradientTransformation) -> Callable:
@@ -54,24 +54,39 @@ def make_train_loop(train_step: Callable) -> Callable:
 
 
 class JaxRunner:
-  """One optax optimizer on one tree: jitted step and loop, its own state."""
+  """One optax optimizer on one tree: jitted step and loop, its own state.
+
+  With ``loop=False`` there is no ``fori_loop`` form (its compile costs about
+  twice the step's, which dominates on trees of many leaves) and no device
+  time.
+  """
 
   def __init__(
-    self, name: str, opt: optax.GradientTransformation, params, grads
+    self,
+    name: str,
+    opt: optax.GradientTransformation,
+    params,
+    grads,
+    loop: bool = True,
   ):
     self.name = name
     step = make_train_step(opt)
     self.step = jax.jit(step, donate_argnums=(0, 1))
-    self.loop = jax.jit(make_train_loop(step), donate_argnums=(0, 1))
+    self.loop = (
+      jax.jit(make_train_loop(step), donate_argnums=(0, 1)) if loop else None
+    )
     self.grads = grads
     self.params = jax.tree.map(jnp.copy, params)  # ours to donate
     self.state = opt.init(self.params)
     for _ in range(2):  # compile and warm both paths
       self.params, self.state = self.step(self.params, self.state, grads)
-      self.params, self.state = self.loop(self.params, self.state, grads, 1)
+      if self.loop is not None:
+        self.params, self.state = self.loop(self.params, self.state, grads, 1)
     jax.block_until_ready((self.params, self.state))
 
-  def time_device(self, k: int) -> float:
+  def time_device(self, k: int) -> float | None:
+    if self.loop is None:
+      return None
     start = time.perf_counter()
     self.params, self.state = self.loop(self.params, self.state, self.grads, k)
     jax.block_until_ready((self.params, self.state))
@@ -94,13 +109,15 @@ class StaticParityRunner:
   parity) on one tree, timed as :class:`JaxRunner` times an optimizer.
 
   The device time runs pairs of steps (odd, then even) in one jitted
-  ``fori_loop``, so it is taken over an even number of steps.
+  ``fori_loop``, so it is taken over an even number of steps, and the
+  dispatched time too (the count stays even between samples).
   """
 
-  def __init__(self, name: str, params, grads):
+  def __init__(self, name: str, params, grads, loop: bool = True):
     import pnm_optax
 
     self.name = name
+    self.has_loop = loop
     train = pnm_optax.pnm_train_step(contenders.LEARNING_RATE)
     self.step = train.step
 
@@ -117,12 +134,16 @@ class StaticParityRunner:
     self.grads = grads
     self.params = jax.tree.map(jnp.copy, params)
     self.state = train.init(self.params)
-    for _ in range(2):
+    for _ in range(2):  # the count stays even: a loop pair starts odd
       self.params, self.state = self.step(self.params, self.state, grads)
-      self.params, self.state = self.loop(self.params, self.state, 1)
+      self.params, self.state = self.step(self.params, self.state, grads)
+      if loop:
+        self.params, self.state = self.loop(self.params, self.state, 1)
     jax.block_until_ready((self.params, self.state))
 
-  def time_device(self, k: int) -> float:
+  def time_device(self, k: int) -> float | None:
+    if not self.has_loop:
+      return None
     pairs = max(1, k // 2)
     start = time.perf_counter()
     self.params, self.state = self.loop(self.params, self.state, pairs)
@@ -130,6 +151,7 @@ class StaticParityRunner:
     return (time.perf_counter() - start) / (2 * pairs)
 
   def time_dispatched(self, k: int) -> float:
+    k += k % 2  # an even count, so that the next loop pair starts odd
     step, grads = self.step, self.grads
     params, state = self.params, self.state
     start = time.perf_counter()
@@ -149,7 +171,7 @@ class TorchRunner:
   """
 
   def __init__(self, name: str, shapes, seed: int = 0):
-    import torch
+    import torch  # pyright: ignore[reportMissingImports]  (optional)
 
     from benchmarks.speed import torch_contenders
 
@@ -204,9 +226,9 @@ def run_rounds(
   runners: Sequence,
   repeats: int,
   target_s: float,
-  on_round: Callable[[], None] = lambda: None,
+  on_round: Callable[[], object] = lambda: None,
   deadline: float = float('inf'),
-) -> tuple[Samples, dict[str, int]]:
+) -> tuple[dict[str, dict[str, list[float | None]]], dict[str, int]]:
   """Times every runner once per round, ``repeats`` rounds (at least one;
   no further round starts after ``deadline``, a ``time.monotonic()`` value).
 
@@ -229,9 +251,10 @@ def run_rounds(
 
 def median(values: Sequence[float | None]) -> float | None:
   """Median, or None where there are no (non-None) samples."""
-  if not values or values[0] is None:
+  present = [v for v in values if v is not None]
+  if not present:
     return None
-  return float(np.median(values))
+  return float(np.median(present))
 
 
 def per_round_ratio(
@@ -247,7 +270,8 @@ def per_round_ratio(
   a, b = samples[name].get(kind), samples[ref].get(kind)
   if not a or not b or a[0] is None or b[0] is None:
     return None
-  return float(np.median([x / y for x, y in zip(a, b)]))
+  ratios = [x / y for x, y in zip(a, b) if x is not None and y]
+  return float(np.median(ratios)) if ratios else None
 
 
 def measure_copy_bandwidth(

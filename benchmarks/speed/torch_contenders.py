@@ -9,7 +9,7 @@ JAX optimizers' hyperparameters (``benchmarks.speed.contenders``).
 
 import math
 
-import torch
+import torch  # pyright: ignore[reportMissingImports]  (optional)
 
 
 class TorchPNM(torch.optim.Optimizer):
@@ -56,7 +56,7 @@ def make(name: str, params, lr: float) -> torch.optim.Optimizer:
   if name == 'torch_pnm':
     return TorchPNM(params, lr=lr)
   if name.startswith('pytorch_optimizer_'):
-    import pytorch_optimizer
+    import pytorch_optimizer  # pyright: ignore[reportMissingImports]
 
     if name == 'pytorch_optimizer_pnm':
       return pytorch_optimizer.PNM(

@@ -29,7 +29,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +41,7 @@ from benchmarks.speed import contenders, timing
 
 PROG = 'python -m benchmarks.speed.whole_step'
 MODELS = ('resnet18', 'transformer')
-OPTIMIZERS = ('sgdm', 'pnm', 'pnm_static', 'adam', 'amsgrad', 'adapnm')
+OPTIMIZERS = ('sgdm', 'pnm', 'amsgrad', 'adapnm', 'pnm_static', 'adam')
 RATIO_REFS = ('sgdm', 'amsgrad', 'adam')
 
 # Model settings by size: the full ones are what the published numbers use.
@@ -59,7 +59,9 @@ SIZES: dict[str, dict[str, dict[str, int]]] = {
     ),
   },
   'tiny': {
-    'resnet18': dict(width=4, batch=2, image=8),
+    # Batch 8 of 16x16: with fewer values per batch-norm channel the
+    # normalisation is near-degenerate and rounding differences explode.
+    'resnet18': dict(width=4, batch=8, image=16),
     'transformer': dict(width=16, layers=1, heads=2, vocab=64, seq=8, batch=2),
   },
 }
@@ -105,7 +107,9 @@ def _transformer(width: int, layers: int, heads: int, vocab: int, seq: int):
     @nn.compact
     def __call__(self, x):
       mask = nn.make_causal_mask(jnp.ones(x.shape[:2], jnp.int32))
-      y = nn.SelfAttention(heads, qkv_features=width)(nn.LayerNorm()(x), mask)
+      y = nn.MultiHeadDotProductAttention(heads, qkv_features=width)(
+        nn.LayerNorm()(x), mask=mask
+      )
       x = x + y
       y = nn.Dense(4 * width)(nn.LayerNorm()(x))
       return x + nn.Dense(width)(nn.gelu(y))
@@ -142,11 +146,14 @@ def build_model(name: str, settings: dict[str, int], key):
 
     def loss_fn(params, extra, batch):
       x, y = batch
-      logits, updates = model.apply(
-        {'params': params, 'batch_stats': extra},
-        x,
-        train=True,
-        mutable=['batch_stats'],
+      logits, updates = cast(
+        tuple,
+        model.apply(
+          {'params': params, 'batch_stats': extra},
+          x,
+          train=True,
+          mutable=['batch_stats'],
+        ),
       )
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
       return jnp.mean(loss), updates['batch_stats']
@@ -160,7 +167,7 @@ def build_model(name: str, settings: dict[str, int], key):
   params = model.init(k_init, tokens[:1, :-1])['params']
 
   def lm_loss(params, extra, batch):
-    logits = model.apply({'params': params}, batch[:, :-1])
+    logits = cast(jax.Array, model.apply({'params': params}, batch[:, :-1]))
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch[:, 1:])
     return jnp.mean(loss), extra
 
@@ -192,7 +199,7 @@ class WholeStepRunner:
         return params, state, extra
 
     else:
-      opt = contenders.JAX_OPTIMIZERS[name].make(None)
+      opt = contenders.make(name)
       state = opt.init(params)
 
       def step(params, state, extra, batch):
@@ -316,7 +323,7 @@ def table(models: list[dict]) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
-    prog=PROG, description=__doc__.split('\n')[0]
+    prog=PROG, description=(__doc__ or '').split('\n')[0]
   )
   parser.add_argument(
     '--models',
@@ -375,7 +382,7 @@ def main(argv=None) -> dict:
   args = parse_args(argv)
   info = environment.collect()
   info['default_matmul_precision'] = str(
-    jax.config.jax_default_matmul_precision
+    getattr(jax.config, 'jax_default_matmul_precision', None)
   )
   for line in environment.header_lines(info):
     print(line)

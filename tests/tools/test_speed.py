@@ -20,6 +20,7 @@ from benchmarks.speed import (
   layouts,
   memory,
   step_time,
+  timing,
   trees,
   xla_probes,
 )
@@ -337,7 +338,7 @@ def test_compile_only_on_the_many_leaves_tree(tmp_path, capsys, monkeypatch):
   stdout = capsys.readouterr().out
   assert result['rows'] == [] and 'table' not in result
   rows = {r['optimizer']: r for r in result['compile_rows']}
-  assert list(rows) == JAX_NAMES
+  assert list(rows) == JAX_NAMES + [contenders.STATIC_PARITY]
   for row in rows.values():
     assert row['config'] == 'many_leaves (12 leaves)'
     assert row['num_leaves'] == 12
@@ -385,6 +386,69 @@ ENTRY %main.1 (x.1: f32[8], y.1: f32[8]) -> f32[8] {
   ROOT %fusion = f32[8]{0} fusion(x.1, %y.1), kind=kLoop, calls=%fused_computation
 }
 """
+
+
+def _budget_run(tmp_path, *flags):
+  return step_time.main(
+    [
+      '--sizes=1e3,1e4',
+      '--trees=none',
+      '--optimizers=sgdm,pnm,pnm_static',
+      '--no-torch',
+      '--repeats=2',
+      '--compile-repeats=1',
+      '--target-time=0.001',
+      '--no-progress',
+      '--no-plot',
+      f'--out={tmp_path}',
+      *flags,
+    ]
+  )
+
+
+def test_time_budgets_skip_what_they_do_not_reach(tmp_path, capsys):
+  # No time per configuration: only the baseline's step is timed.
+  result = _budget_run(tmp_path, '--config-budget=1e-9')
+  assert {r['optimizer'] for r in result['rows']} == {'sgdm'}
+  assert [s['optimizer'] for s in result['skipped']] == [
+    'sgdm (compile), pnm (compile), pnm_static (compile), '
+    'pnm (step time), pnm_static (step time)'
+  ] * 2
+  # No time for the report: the first configuration runs, no other starts.
+  result = _budget_run(tmp_path, '--budget=1e-9')
+  assert {r['config'] for r in result['rows']} == {'leaf 1e3'}
+  (skip,) = [s for s in result['skipped'] if s['config'] == 'leaf 1e4']
+  assert 'optimizer' not in skip and 'budget' in skip['reason']
+  assert '# skipped leaf 1e4: over the' in capsys.readouterr().out
+
+
+def test_static_parity_rows_and_no_loop_on_many_leaves(tmp_path, monkeypatch):
+  monkeypatch.setattr(step_time, 'LOOP_MAX_LEAVES', 0)  # every tree 'large'
+  result = _budget_run(tmp_path)
+  rows = {r['optimizer']: r for r in result['rows']}
+  assert rows['pnm_static']['floor_words'] == 6
+  for row in rows.values():
+    assert row['device_s'] is None and row['dispatched_s'] > 0
+  monkeypatch.setattr(step_time, 'LOOP_MAX_LEAVES', 200)
+  result = _budget_run(tmp_path)
+  rows = {r['optimizer']: r for r in result['rows']}
+  assert rows['pnm_static']['device_s'] > 0
+  # The same step as pnm's, one word fewer (the untouched buffer).
+  words = {r['optimizer']: r['hlo_words'] for r in result['compile_rows']}
+  assert words['pnm_static'] < words['pnm']
+
+
+def test_static_parity_runner_follows_the_reference():
+  params = {'w': jnp.linspace(-1.0, 1.0, 64)}
+  grads = {'w': jnp.cos(jnp.arange(64.0))}
+  runner = timing.StaticParityRunner('pnm_static', params, grads)
+  runner.time_dispatched(3)  # 4 steps: an even count
+  runner.time_device(4)  # two pairs in the loop
+  ref = ReferencePNM([np.asarray(params['w'])])
+  for _ in range(2 * (2 + 2) + 4 + 4):  # warm-up: 2 steps and a pair, twice
+    ref.step([np.asarray(grads['w'])], contenders.LEARNING_RATE)
+  assert int(runner.state.count) == 16
+  np.testing.assert_allclose(runner.params['w'], ref.params[0], rtol=2e-6)
 
 
 def test_count_instructions_counts_every_instruction_line():
