@@ -138,6 +138,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     help='leaf size for --layouts (default 2^24)',
   )
   parser.add_argument(
+    '--whole-step',
+    action='store_true',
+    help='time whole Flax train steps instead (python -m '
+    'benchmarks.speed.whole_step; its options follow, see its --help)',
+  )
+  parser.add_argument(
     '--quick',
     action='store_true',
     help='tiny sizes, few repeats: a few seconds',
@@ -414,6 +420,12 @@ def plan(configs, names: list[str], budget: float, budget_text: str):
 
 
 def main(argv=None) -> dict:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if '--whole-step' in argv:
+    from benchmarks.speed import whole_step
+
+    argv.remove('--whole-step')
+    return whole_step.main(argv)
   args = parse_args(argv)
   names, notes = select_optimizers(
     args.optimizers, args.no_torch, args.compile_only

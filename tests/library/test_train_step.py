@@ -260,3 +260,12 @@ def test_grad_fn_step_returns_aux():
     params, state, loss = train.step(params, state, x)
     assert float(loss) == pytest.approx(expected, rel=1e-5)
   assert rel_err(params, ref.params) < RTOL
+
+
+def test_docstring_example_runs():
+  import doctest
+
+  import pnm_optax.train_step
+
+  result = doctest.testmod(pnm_optax.train_step, optionflags=doctest.ELLIPSIS)
+  assert result.failed == 0 and result.attempted >= 6

@@ -13,7 +13,7 @@ import shlex
 import pytest
 
 from benchmarks.comparison import cli as comparison_cli
-from benchmarks.speed import layouts, step_time
+from benchmarks.speed import layouts, step_time, whole_step
 from examples import sharded_training
 from tests.helpers import REPO
 
@@ -22,6 +22,7 @@ PAGES = [REPO / 'README.md', REPO / 'CONTRIBUTING.md', *REPO.glob('docs/*.md')]
 PARSERS = {
   'benchmarks.speed': step_time.parse_args,
   'benchmarks.speed.layouts': layouts.parse_args,
+  'benchmarks.speed.whole_step': whole_step.parse_args,
   'benchmarks.comparison': comparison_cli.build_parser().parse_args,
   'examples.sharded_training': sharded_training.build_parser().parse_args,
 }
