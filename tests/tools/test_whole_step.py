@@ -153,3 +153,22 @@ def test_whole_step_command_runs_as_a_module(tmp_path):
   last = done.stderr.strip().splitlines()[-1]
   assert last.startswith('python -m benchmarks.speed.whole_step: error:')
   assert 'Traceback' not in done.stderr
+
+
+def test_speed_command_forwards_whole_step(tmp_path):
+  from benchmarks.speed import step_time
+
+  result = step_time.main(
+    [
+      '--whole-step',
+      '--size=tiny',
+      '--models=transformer',
+      '--optimizers=sgdm',
+      '--repeats=1',
+      '--steps=1',
+      '--no-progress',
+      f'--out={tmp_path}',
+    ]
+  )
+  assert result['kind'] == 'whole_step'
+  assert (tmp_path / 'whole_step.json').exists()
