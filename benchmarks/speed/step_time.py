@@ -16,6 +16,11 @@ measures, interleaving the optimizers in rounds and taking medians:
   StableHLO size per leaf (``benchmarks/speed/xla_probes.py``);
 * state memory per parameter with and without ``mu_dtype=bfloat16``.
 
+The report and each configuration have a time budget (``--budget``,
+``--config-budget``): what they do not reach is listed as skipped, so the
+default report ends in minutes even where compiling a tree of many leaves
+is slow. ``--whole-step`` runs ``benchmarks.speed.whole_step`` instead.
+
 ``--compile-only`` measures the compile cost alone (no arrays are
 allocated), e.g. ``--trees many_leaves --sizes none --compile-only``.
 Writes the tables to stdout and ``step_time.json`` (after every
