@@ -1,7 +1,8 @@
 """Gathers one ``gpu_check.sh`` run into ``gpu_check.json``.
 
 ``python -m benchmarks.speed.gpu_summary OUT STATUS``: reads the parts'
-exit statuses (``STATUS``: lines ``name rc seconds``), their JSON results
+exit statuses (``STATUS``: lines ``name rc seconds [note]``; rc -1: not
+run), their JSON results
 and the library tests' summary line from ``OUT``, and writes
 ``OUT/gpu_check.json``: the machine and versions, each part's status and the
 whole-step and step-time results (the file ``benchmarks/speed/published.py``
@@ -43,8 +44,10 @@ def summarize(out: str, status: str) -> dict:
   parts = {}
   with open(status) as f:
     for line in f:
-      name, rc, rest = (line.rstrip('\n').split(' ', 2) + [''])[:3]
-      parts[name] = dict(rc=int(rc), detail=rest)
+      name, rc, seconds, note = (line.rstrip('\n').split(' ', 3) + [''])[:4]
+      parts[name] = dict(rc=int(rc), seconds=int(seconds))
+      if note:
+        parts[name]['note'] = note
   step_time = _load(os.path.join(out, 'step_time.json'))
   if step_time:
     for row in step_time.get('rows', []):

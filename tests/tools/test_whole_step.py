@@ -131,11 +131,16 @@ def test_gpu_summary_gathers_the_parts(tmp_path):
     'F..\n1 failed, 2 passed in 3.0s\n'
   )
   status = tmp_path / 'status'
-  status.write_text('whole_step 0 12\nstep_time 0 3\nlibrary_tests 1 5\n')
+  status.write_text(
+    'whole_step 0 12\nstep_time 0 3\nlibrary_tests 1 5\n'
+    'default_report -1 0 not run: under 30 s left of the 420 s\n'
+  )
   gpu_summary.main([str(tmp_path), str(status)])
   result = json.loads((tmp_path / 'gpu_check.json').read_text())
   assert result['kind'] == 'gpu_check'
-  assert result['parts']['library_tests'] == dict(rc=1, detail='5')
+  assert result['parts']['library_tests'] == dict(rc=1, seconds=5)
+  assert result['parts']['default_report']['rc'] == -1
+  assert 'not run' in result['parts']['default_report']['note']
   assert result['library_tests'] == '1 failed, 2 passed in 3.0s'
   assert result['step_time']['rows'] == [dict(optimizer='pnm')]
   assert result['default_report'] is None
