@@ -11,7 +11,7 @@ import datetime
 import hashlib
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -61,7 +61,7 @@ def compare(
       :data:`optimizers.HPARAM_KEYS`).
     seeds: seeds 0 .. seeds-1; seed ``s`` fixes the initialisation and the
       data order, the same for every optimizer.
-    epochs, batch_size: default per data set (MNIST-1D: 50 x 100).
+    epochs, batch_size: default per data set (MNIST-1D: 60 x 100).
     out: folder for the results file, its plot and checkpoints; None keeps
       everything in memory.
     progress: True for a progress bar, False for plain lines, None for a bar
@@ -323,15 +323,58 @@ class Comparison:
     self.reporter.finish(history)
     return history, measures
 
-  def validation_error(self, name: str, hp: Mapping[str, float]) -> float:
-    """Mean final validation error over the grid seeds (inf: diverged)."""
+  def validation_errors(
+    self, name: str, hp: Mapping[str, float]
+  ) -> list[float | None]:
+    """Final validation error of each grid seed (None: diverged)."""
     history = self.train(
       name, hp, range(self.settings.grid_seeds), 'validation'
     )
-    errors = list(summary_lib.final_errors(history).values())
+    return list(summary_lib.final_errors(history).values())
+
+  def validation_error(self, name: str, hp: Mapping[str, float]) -> float:
+    """Mean final validation error over the grid seeds (inf: diverged)."""
+    errors = self.validation_errors(name, hp)
     if any(e is None for e in errors):
       return float('inf')
-    return float(np.mean(errors))
+    return float(np.mean([e for e in errors if e is not None]))
+
+  def tune(
+    self,
+    label: str,
+    name: str,
+    hparams_at: Callable[[float], dict],
+    centre: float,
+  ) -> protocol.GridSearch:
+    """Picks the lr of one arm (``hparams_at(lr)``) on the validation split
+    from the grid around ``centre``; reports a pick at an edge of the grid
+    and a pick whose neighbour scored within one standard error."""
+    s = self.settings
+    search = protocol.search(
+      lambda lr: self.validation_errors(name, hparams_at(lr)),
+      centre,
+      s.lr_grid,
+      s.lr_grid_ratio,
+      s.max_grid_extensions,
+    )
+    if search.at_edge:
+      self.reporter.message(
+        f'WARNING: {label}: the best lr {search.picked:g} is still at the '
+        f'{search.at_edge} edge of the grid after {search.extensions} '
+        'extensions; the best lr may lie beyond'
+      )
+    elif search.extensions:
+      self.reporter.message(
+        f'{label}: grid extended {search.extensions}x; picked lr '
+        f'{search.picked:g}'
+      )
+    if search.close_neighbours:
+      self.reporter.message(
+        f'{label}: picked lr {search.picked:g}, but lr '
+        + ', '.join(f'{lr:g}' for lr in search.close_neighbours)
+        + ' scored within one standard error of it on validation'
+      )
+    return search
 
   def run(self) -> dict:
     """Trains what the results file lacks; returns the results (see
@@ -371,27 +414,13 @@ def _run(job: Comparison) -> dict:
   for name in s.optimizers:
     hp = s.hparams_for(name)
     if s.lr_grid:
-      search = protocol.search(
-        lambda lr, name=name: job.validation_error(
-          name, s.hparams_for(name, lr=lr)
-        ),
+      search = job.tune(
+        opt_lib.LABELS[name],
+        name,
+        lambda lr, name=name: s.hparams_for(name, lr=lr),
         hp['lr'],
-        s.lr_grid,
-        s.lr_grid_ratio,
-        s.max_grid_extensions,
       )
       searches[name] = search
-      if search.at_edge:
-        reporter.message(
-          f'WARNING: {opt_lib.LABELS[name]}: the best lr {search.picked:g} '
-          f'is still at the {search.at_edge} edge of the grid after '
-          f'{search.extensions} extensions; the best lr may lie beyond'
-        )
-      elif search.extensions:
-        reporter.message(
-          f'{opt_lib.LABELS[name]}: grid extended '
-          f'{search.extensions}x; picked lr {search.picked:g}'
-        )
       hp = s.hparams_for(name, lr=search.picked)
     hparams[name] = hp
   seeds = list(range(s.seeds))
@@ -412,7 +441,17 @@ def _run(job: Comparison) -> dict:
         )
       )
       entry = {'optimizer': name, 'b0': b0}
-      for kind, lr in (('fixed', base['lr']), ('matched', matched_lr)):
+      kinds = [('fixed', base['lr']), ('matched', matched_lr)]
+      if s.lr_grid:  # every b0 gets its own lr, picked as the others'
+        search = job.tune(
+          f'{opt_lib.LABELS[name]} b0 {b0:g}',
+          name,
+          lambda lr, name=name, b0=b0: s.hparams_for(name, lr=lr, b0=b0),
+          protocol.round_lr(matched_lr),
+        )
+        entry['grid'] = search.as_json()
+        kinds.append(('tuned', search.picked))
+      for kind, lr in kinds:
         hp = s.hparams_for(name, lr=lr, b0=b0)
         entry[kind] = {
           'lr': lr,

@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     type=int,
     help='seeds 0..N-1, trained side by side; each fixes the '
     'initialisation and data order, shared by all optimizers '
-    '(default 5; 25 with --study full, 10 with --study noise)',
+    '(default 5; 20 with --study full and --study noise)',
   )
   p.add_argument(
     '--optimizers',
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     help='most points added beyond the grid edges',
   )
   p.add_argument(
-    '--grid-seeds', type=int, default=3, help='seeds per grid point'
+    '--grid-seeds', type=int, default=4, help='seeds per grid point'
   )
   p.add_argument(
     '--validation-fraction',
@@ -191,12 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     '--study',
     choices=('full', 'noise'),
     help='full: the MNIST-1D study behind docs/comparison.md '
-    '(CNN and MLP, lr grids, 25 seeds, b0 sweeps); noise: the b0 map '
-    'of docs/noise.md (MLP and CNN x batch 100 and 1000 x b0 0..3 at a '
-    'matched mean step, SGD-M 0.9 and 0.81, Hessian trace; 10 seeds). '
-    'Both combine with --seeds, --out, --overwrite, --no-plot, '
-    '--no-progress; noise also with --epochs and '
-    '--max-steps-per-epoch (smoke runs)',
+    '(CNN and MLP, every optimizer its own lr from a grid with 4 seeds '
+    'per point, then 20 seeds; 95%% intervals, Holm-adjusted p); noise: '
+    'the b0 map of docs/noise.md (MLP and CNN, PNM at b0 0..3 each at its '
+    'own lr and at a matched mean step, SGD-M 0.9 and 0.81, Hessian '
+    'trace; 20 seeds). Both combine with --seeds, --out, --overwrite, '
+    '--no-plot, --no-progress, --epochs and --max-steps-per-epoch '
+    '(smoke runs)',
   )
   return p
 
@@ -285,9 +286,16 @@ def check_writable(folder: str) -> None:
 
 
 def _study_conflicts(args: argparse.Namespace) -> list[str]:
-  allowed = {'study', 'seeds', 'out', 'overwrite', 'no_plot', 'no_progress'}
-  if args.study == 'noise':
-    allowed |= {'epochs', 'max_steps_per_epoch'}
+  allowed = {
+    'study',
+    'seeds',
+    'out',
+    'overwrite',
+    'no_plot',
+    'no_progress',
+    'epochs',
+    'max_steps_per_epoch',
+  }
   defaults = vars(build_parser().parse_args([]))
   return [
     '--' + k.replace('_', '-')
@@ -348,21 +356,27 @@ def _run(args: argparse.Namespace, compilation_cache: bool) -> int:
 
       conflicts = _study_conflicts(args)
       if conflicts:
-        extra = (
-          ', --epochs, --max-steps-per-epoch' if args.study == 'noise' else ''
-        )
+        extra = ', --epochs, --max-steps-per-epoch'
         raise settings_lib.SettingsError(
           'study',
           f'{args.study} fixes the experiment; drop {", ".join(conflicts)} '
           '(it combines with --seeds, --out, --overwrite, --no-plot, '
           f'--no-progress{extra})',
         )
-      default_seeds = 25 if args.study == 'full' else noise.SEEDS
+      default_seeds = study.SEEDS if args.study == 'full' else noise.SEEDS
       seeds = default_seeds if args.seeds is None else args.seeds
       if seeds < 2:
         raise settings_lib.SettingsError(
           'seeds', f'must be >= 2 for the study (paired tests), got {seeds}'
         )
+      for flag, value in (
+        ('epochs', args.epochs),
+        ('max_steps_per_epoch', args.max_steps_per_epoch),
+      ):
+        if value is not None and value < 1:
+          raise settings_lib.SettingsError(
+            flag, f'must be an integer >= 1, got {value}'
+          )
       check_writable(args.out)
       if args.study == 'full':
         task = lambda: study.run_study(
@@ -371,16 +385,10 @@ def _run(args: argparse.Namespace, compilation_cache: bool) -> int:
           overwrite=args.overwrite,
           plot=not args.no_plot,
           reporter=reporter,
+          epochs=args.epochs or study.EPOCHS,
+          steps_cap=args.max_steps_per_epoch,
         )
       else:
-        for flag, value in (
-          ('epochs', args.epochs),
-          ('max_steps_per_epoch', args.max_steps_per_epoch),
-        ):
-          if value is not None and value < 1:
-            raise settings_lib.SettingsError(
-              flag, f'must be an integer >= 1, got {value}'
-            )
         task = lambda: noise.run_noise_study(
           out=args.out,
           seeds=seeds,

@@ -87,7 +87,7 @@ class Settings:
   lr_grid: int = 0
   lr_grid_ratio: float = 2.0
   max_grid_extensions: int = 3
-  grid_seeds: int = 3
+  grid_seeds: int = 4
   validation_fraction: float | None = None
   b0_sweep: Sequence[float] | None = None
   data_dir: str | None = None
