@@ -55,10 +55,10 @@ def compare(
     data: ``'mnist1d'``, ``'digits'``, ``'cifar10'`` (with
       ``data_dir=...``), a :class:`data.Dataset`, or your arrays
       ``(x_train, y_train, x_test, y_test)`` (integer labels).
-    optimizers: from ``pnm``, ``adapnm``, ``sgdm``, ``adam``, ``adamw``.
+    optimizers: names registered in :data:`optimizers.SPECS` (bundled:
+      ``pnm``, ``adapnm``, ``sgdm``, ``adam``, ``adamw``).
     hparams: per optimizer, values replacing the defaults, e.g.
-      ``{'pnm': {'lr': 0.5, 'b0': 2.0}}`` (keys in
-      :data:`optimizers.HPARAM_KEYS`).
+      ``{'pnm': {'lr': 0.5, 'b0': 2.0}}`` (keys: its spec's ``keys``).
     seeds: seeds 0 .. seeds-1; seed ``s`` fixes the initialisation and the
       data order, the same for every optimizer.
     epochs, batch_size: default per data set (MNIST-1D: 60 x 100).
@@ -190,7 +190,7 @@ class Comparison:
       'model': self.model_name,
       **settings.describe(),
     }
-    if dataset.name not in data_lib.DATASETS:
+    if dataset.name not in data_lib.SPECS:
       experiment['data_fingerprint'] = _fingerprint(dataset)
     self.store = results_lib.ResultsFile(
       settings.out,
@@ -207,7 +207,7 @@ class Comparison:
     s = self.settings
     data_key = (
       self.dataset.name
-      if self.dataset.name in data_lib.DATASETS
+      if self.dataset.name in data_lib.SPECS
       else _fingerprint(self.dataset)
     )
     key = (
@@ -271,7 +271,7 @@ class Comparison:
     if measure is not None:
       spec['measure'] = measure.describe()
     config_id = results_lib.settings_id(spec)
-    label = f'{opt_lib.LABELS[name]} lr {hp["lr"]:g}'
+    label = f'{opt_lib.label(name)} lr {hp["lr"]:g}'
     if 'b0' in hp:
       label += f' b0 {hp["b0"]:g}'
     if 'momentum' in hp and hp['momentum'] != 0.9:
@@ -410,12 +410,23 @@ def _run(job: Comparison) -> dict:
       'in the results file are not trained again'
     )
 
+  if not isinstance(s.data, str):
+    untuned = [
+      n for n in s.optimizers if 'lr' not in (s.hparams or {}).get(n, {})
+    ]
+    if untuned:
+      reporter.message(
+        'your arrays have no tuned defaults: '
+        + ', '.join(opt_lib.label(n) for n in untuned)
+        + " run with the paper's CIFAR-10 lr and weight decay (give hparams "
+        'or lr_grid for your problem)'
+      )
   hparams, searches = {}, {}
   for name in s.optimizers:
     hp = s.hparams_for(name)
     if s.lr_grid:
       search = job.tune(
-        opt_lib.LABELS[name],
+        opt_lib.label(name),
         name,
         lambda lr, name=name: s.hparams_for(name, lr=lr),
         hp['lr'],
@@ -431,7 +442,7 @@ def _run(job: Comparison) -> dict:
 
   sweep = []
   for name in (
-    [n for n in ('pnm', 'adapnm') if n in s.optimizers] if (s.b0_sweep) else []
+    [n for n in s.optimizers if opt_lib.spec(n).pn] if s.b0_sweep else []
   ):
     base = hparams[name]
     for b0 in s.b0_sweep:
@@ -444,7 +455,7 @@ def _run(job: Comparison) -> dict:
       kinds = [('fixed', base['lr']), ('matched', matched_lr)]
       if s.lr_grid:  # every b0 gets its own lr, picked as the others'
         search = job.tune(
-          f'{opt_lib.LABELS[name]} b0 {b0:g}',
+          f'{opt_lib.label(name)} b0 {b0:g}',
           name,
           lambda lr, name=name, b0=b0: s.hparams_for(name, lr=lr, b0=b0),
           protocol.round_lr(matched_lr),

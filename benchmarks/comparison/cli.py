@@ -53,17 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
   per_data = lambda key: (
     'default: '
     + ', '.join(
-      f'{d[key]} for {name}'
-      for name, d in settings_lib.DATASET_DEFAULTS.items()
+      f'{getattr(d, key)} for {name}' for name, d in data_lib.SPECS.items()
     )
   )
   p.add_argument(
     '--dataset',
-    choices=data_lib.DATASETS,
+    choices=tuple(data_lib.SPECS),
     default='mnist1d',
-    help='mnist1d is generated offline by the mnist1d package; '
-    'digits ships with scikit-learn; cifar10 must be on disk '
-    '(--data-dir)',
+    help='; '.join(f'{n}: {d.description}' for n, d in data_lib.SPECS.items()),
   )
   p.add_argument(
     '--model',
@@ -83,14 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument(
     '--optimizers',
     default=','.join(opt_lib.OPTIMIZERS),
-    help='comma-separated, from ' + ','.join(opt_lib.OPTIMIZERS),
+    help='comma-separated, from ' + ','.join(opt_lib.SPECS),
   )
   p.add_argument(
     '--hparams',
     help='JSON object (or path to a JSON file) of '
     'per-optimizer values replacing the defaults, e.g. '
     '\'{"pnm": {"lr": 0.5, "b0": 2}}\'; keys: '
-    + '; '.join(f'{n}: {",".join(k)}' for n, k in opt_lib.HPARAM_KEYS.items()),
+    + '; '.join(f'{n}: {",".join(o.keys)}' for n, o in opt_lib.SPECS.items()),
   )
   p.add_argument(
     '--schedule',

@@ -129,7 +129,7 @@ def paired_against_baselines(
   intervals, the smallest detectable difference, and Holm-adjusted p-values
   over these comparisons (``p_holm``)."""
   out = []
-  for a, b in opt_lib.BASELINE_PAIRS:
+  for a, b in opt_lib.baseline_pairs(list(finals)):
     if a in finals and b in finals:
       out.append(
         {

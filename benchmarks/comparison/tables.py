@@ -56,7 +56,7 @@ def results_table(
     hp = hparams[name]
     rows.append(
       [
-        opt_lib.LABELS[name],
+        opt_lib.label(name),
         f'{hp["lr"]:g}',
         f'{hp["weight_decay"]:g}',
         pct(s['test_error_mean'], s['test_error_std']),
@@ -87,7 +87,7 @@ def paired_table(paired: Sequence[Mapping]) -> str:
   ]
   rows = []
   for p in paired:
-    label = f'{opt_lib.LABELS[p["a"]]} - {opt_lib.LABELS[p["b"]]}'
+    label = f'{opt_lib.label(p["a"])} - {opt_lib.label(p["b"])}'
     diff = (
       '-'
       if p['mean'] is None
@@ -134,7 +134,7 @@ def grid_table(searches: Mapping[str, protocol.GridSearch]) -> str:
       )
     note = '; '.join(notes)
     rows.append(
-      [opt_lib.LABELS[name], cells, f'{s.picked:g}', s.extensions, note]
+      [opt_lib.label(name), cells, f'{s.picked:g}', s.extensions, note]
     )
   return reporting.markdown_table(head, rows)
 
@@ -155,7 +155,7 @@ def b0_table(sweep: Sequence[Mapping]) -> str:
   rows = []
   for e in sweep:
     row = [
-      opt_lib.LABELS[e['optimizer']],
+      opt_lib.label(e['optimizer']),
       f'{e["b0"]:g}',
       f'{e["fixed"]["lr"]:g}',
       pct(e['fixed']['test_error_mean'], e['fixed']['test_error_std']),

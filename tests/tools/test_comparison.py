@@ -560,7 +560,7 @@ def test_decay_per_step_matches_lr_times_weight_decay():
   for name, lr in (
     ('pnm', 0.5),
     ('adamw', 2e-3),
-    ('adapnm', opt_lib.MNIST1D_HPARAMS['cnn']['adapnm']['lr']),
+    ('adapnm', opt_lib.default_hparams('mnist1d', 'cnn', 'adapnm')['lr']),
   ):
     hp = s.hparams_for(name)
     assert hp['lr'] * hp['weight_decay'] == pytest.approx(5e-4)
