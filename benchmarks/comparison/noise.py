@@ -462,7 +462,7 @@ def grid_table(cells: Sequence[Mapping]) -> str:
           c['model'].upper(),
           arm,
           grid_curve(g),
-          f'{g["picked"]:g}',
+          f'{g["picked"]:.3g}',
           grid_note(g),
         ]
       )

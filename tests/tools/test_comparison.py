@@ -101,7 +101,7 @@ def results_files(folder):
     (['--checkpoint-every', '-1'], '--checkpoint-every must lie in [0,'),
     (['--epochs', 'x'], "argument --epochs: invalid int value: 'x'"),
     (['--schedule', 'linear'], 'argument --schedule: invalid choice'),
-    (['--study', 'full', '--epochs', '3'], 'drop --epochs'),
+    (['--study', 'full', '--batch-size', '3'], 'drop --batch-size'),
     (['--study', 'full', '--seeds', '1'], '--seeds must be >= 2'),
   ],
 )
@@ -550,7 +550,16 @@ def test_api_lr_grid_and_b0_sweeps_in_memory():
       grid['picked'] * n(e['b0']) / n(1.0)
     )
     assert e['matched']['hparams']['b0'] == e['b0']
+    # with a grid, each b0 also gets its own lr, from a grid centred on the
+    # matched one
+    assert e['tuned']['lr'] == e['grid']['picked']
+    assert e['tuned']['hparams']['b0'] == e['b0']
+    assert any(
+      p['lr'] == pytest.approx(e['matched']['lr'], rel=1e-5)
+      for p in e['grid']['grid']
+    )
   assert 'matched mean step' in result['tables']['b0']
+  assert 'own lr' in result['tables']['b0']
 
 
 def test_decay_per_step_matches_lr_times_weight_decay():
