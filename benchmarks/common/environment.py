@@ -79,7 +79,7 @@ def versions() -> dict:
   looked up in the installed packages' metadata, so nothing is imported
   (importing torch alone takes seconds).
   """
-  out = {'python': platform.python_version()}
+  out: dict[str, str | None] = {'python': platform.python_version()}
   for name in _VERSIONED:
     version = getattr(sys.modules.get(name), '__version__', None)
     if version is None:

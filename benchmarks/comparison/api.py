@@ -16,9 +16,15 @@ from typing import Protocol
 
 import numpy as np
 
-import pnm_optax
 from benchmarks.common import environment
-from benchmarks.comparison import checkpoints, plots, protocol, tables, training
+from benchmarks.comparison import (
+  checkpoints,
+  plots,
+  protocol,
+  statistics,
+  tables,
+  training,
+)
 from benchmarks.comparison import data as data_lib
 from benchmarks.comparison import optimizers as opt_lib
 from benchmarks.comparison import progress as progress_lib
@@ -130,7 +136,7 @@ def load_data(settings: settings_lib.Settings) -> data_lib.Dataset:
   n_train = dataset.x_train.shape[0]
   if settings.validation_fraction is not None:
     n_train = int(n_train * (1 - settings.validation_fraction))
-  if settings.batch_size > n_train:
+  if settings.batch > n_train:
     raise settings_lib.SettingsError(
       'batch_size',
       f'must be at most {n_train} (the training examples of '
@@ -226,17 +232,17 @@ class Comparison:
       dataset = (
         self.dataset
         if split == 'test'
-        else (data_lib.holdout_validation(self.dataset, s.validation_fraction))
+        else (data_lib.holdout_validation(self.dataset, s.holdout))
       )
       if len(_TRAINERS) >= _MAX_TRAINERS:
         _TRAINERS.pop(next(iter(_TRAINERS)))
       _TRAINERS[key] = training.Trainer(
         dataset,
         self.factory,
-        epochs=s.epochs,
-        batch_size=s.batch_size,
+        epochs=s.epoch_count,
+        batch_size=s.batch,
         steps_per_epoch=min(
-          dataset.x_train.shape[0] // s.batch_size,
+          dataset.x_train.shape[0] // s.batch,
           s.max_steps_per_epoch or np.inf,
         ),
         schedule=s.schedule,
@@ -279,7 +285,7 @@ class Comparison:
     label += f' ({split}, {len(seeds)} seeds)'
     history = self.store.finished(config_id)
     if history is not None:
-      self.reporter.start(label, self.settings.epochs)
+      self.reporter.start(label, self.settings.epoch_count)
       self.reporter.finish(history, skipped=True)
       return history, self.store.record(config_id).get('measures')
     checkpointer = None
@@ -289,7 +295,7 @@ class Comparison:
         self.store.checkpoint_path, config_id, self.settings.checkpoint_every_s
       )
       done = checkpointer.saved_epochs()
-    self.reporter.start(label, self.settings.epochs, done)
+    self.reporter.start(label, self.settings.epoch_count, done)
     trainer = self.trainer(split)
     measures = None
     final_state = []
@@ -445,11 +451,9 @@ def _run(job: Comparison) -> dict:
     [n for n in s.optimizers if opt_lib.spec(n).pn] if s.b0_sweep else []
   ):
     base = hparams[name]
-    for b0 in s.b0_sweep:
-      matched_lr = float(
-        pnm_optax.b0_matched_learning_rate(
-          base['lr'], b0, reference_b0=base['b0']
-        )
+    for b0 in s.b0_sweep or ():
+      matched_lr = statistics.matched_learning_rate(
+        base['lr'], b0, reference_b0=base['b0']
       )
       entry = {'optimizer': name, 'b0': b0}
       kinds = [('fixed', base['lr']), ('matched', matched_lr)]
@@ -484,7 +488,9 @@ def _run(job: Comparison) -> dict:
     figure = plots.curves_figure(
       report['curves'],
       split=final_split,
-      lr_drops=opt_lib.lr_drop_epochs(s.epochs) if s.schedule == 'step' else (),
+      lr_drops=opt_lib.lr_drop_epochs(s.epoch_count)
+      if s.schedule == 'step'
+      else (),
       title=f'{dataset.name} / {job.model_name}: mean +- std over '
       f'{s.seeds} seeds',
     )

@@ -315,7 +315,8 @@ def enable_compilation_cache(folder: str) -> None:
   Only where this process has not chosen a cache already."""
   import jax
 
-  if jax.config.jax_compilation_cache_dir is None:
+  # a flag jax defines at run time, hence getattr
+  if getattr(jax.config, 'jax_compilation_cache_dir', None) is None:
     jax.config.update(
       'jax_compilation_cache_dir',
       os.path.join(os.path.abspath(folder), '.jax-cache'),
@@ -397,7 +398,7 @@ def _run(args: argparse.Namespace, compilation_cache: bool) -> int:
         )
     else:
       settings = settings_from_args(args).resolved()
-      check_writable(settings.out)
+      check_writable(args.out)
       comparison = api.prepare(settings, reporter)
       task = comparison.run
   except settings_lib.SettingsError as e:

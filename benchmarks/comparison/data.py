@@ -176,16 +176,24 @@ def load_digits(test_fraction: float = 0.25, split_seed: int = 0) -> Dataset:
   from sklearn.datasets import load_digits as sk_load_digits
   from sklearn.model_selection import train_test_split
 
-  bunch = sk_load_digits()
-  images = (bunch.images / 16.0).astype(np.float32)[..., None]
+  pixels, target = sk_load_digits(return_X_y=True)
+  images = (np.asarray(pixels).reshape(-1, 8, 8) / 16.0).astype(np.float32)
+  labels = np.asarray(target).astype(np.int32)
   x_train, x_test, y_train, y_test = train_test_split(
-    images,
-    bunch.target.astype(np.int32),
+    images[..., None],
+    labels,
     test_size=test_fraction,
     random_state=split_seed,
-    stratify=bunch.target,
+    stratify=labels,
   )
-  return Dataset('digits', x_train, y_train, x_test, y_test, num_classes=10)
+  return Dataset(
+    'digits',
+    np.asarray(x_train),
+    np.asarray(y_train),
+    np.asarray(x_test),
+    np.asarray(y_test),
+    num_classes=10,
+  )
 
 
 def parse_cifar_batch(batch: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -237,7 +245,7 @@ def load_cifar10_pickles(directory: str) -> tuple[np.ndarray, ...]:
 def _load_cifar10_tfds(data_dir: str | None):
   """From a prepared TFDS directory; None if tfds is missing or unprepared."""
   try:
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # pyright: ignore[reportMissingImports]
   except ImportError:
     return None
   try:
@@ -267,7 +275,7 @@ def _load_cifar10_hf(data_dir: str | None):
   ):
     return None
   try:
-    import datasets
+    import datasets  # pyright: ignore[reportMissingImports]
   except ImportError:
     return None
   ds = datasets.load_from_disk(data_dir).with_format('numpy')

@@ -38,7 +38,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-import pnm_optax
 from benchmarks.common import reporting
 from benchmarks.comparison import (
   api,
@@ -123,7 +122,7 @@ def paired_tests(a: Mapping, b: Mapping) -> dict:
   if len(seeds) >= 2 and np.any(diff != 0):
     from scipy import stats
 
-    out['wilcoxon_p'] = float(stats.wilcoxon(diff).pvalue)
+    out['wilcoxon_p'] = float(np.asarray(stats.wilcoxon(diff)[1], np.float64))
   return out
 
 
@@ -207,7 +206,7 @@ def run_cell(
     model, batch, seeds, out, overwrite, cell_epoch_count, steps_cap
   )
   job = api.prepare(s, reporter)
-  steps = job.trainer('test').steps_per_epoch * s.epochs
+  steps = job.trainer('test').steps_per_epoch * s.epoch_count
   reporter.message(
     f'== noise study: MNIST-1D {model}, batch {batch} '
     f'({s.epochs} epochs = {steps} steps), {seeds} seeds, lr grids of '
@@ -223,9 +222,7 @@ def run_cell(
       centre = CENTRES[model]['pnm']
     else:
       centre = protocol.round_lr(
-        float(
-          pnm_optax.b0_matched_learning_rate(picked[pnm_arm(0.0)], _b0(arm))
-        )
+        statistics.matched_learning_rate(picked[pnm_arm(0.0)], _b0(arm))
       )
     name = 'sgdm' if arm.startswith('SGD') else 'pnm'
     search = job.tune(arm, name, lambda lr, arm=arm: _hp(s, arm, lr), centre)
@@ -237,9 +234,7 @@ def run_cell(
     if arm in picked:
       lr = picked[arm]
     else:
-      lr = float(
-        pnm_optax.b0_matched_learning_rate(picked[pnm_arm(0.0)], _b0(arm))
-      )
+      lr = statistics.matched_learning_rate(picked[pnm_arm(0.0)], _b0(arm))
     hp = _hp(s, arm, lr)
     history, measures = job.train_measured(name, hp, seed_list, 'test', HESSIAN)
     arms[arm] = {

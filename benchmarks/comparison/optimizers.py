@@ -23,7 +23,7 @@ import pnm_optax
 
 SCHEDULES = ('step', 'cosine', 'constant')
 # lr(step) -> learning rate: the base lr times the shared schedule.
-LearningRate = Callable[[jax.Array], jax.Array]
+LearningRate = optax.Schedule
 # (hyperparameters, lr, weight-decay mask) -> the optax transformation.
 Maker = Callable[
   [Mapping[str, float], LearningRate, object], optax.GradientTransformation
@@ -183,11 +183,12 @@ def _defaults(
   """Per data set: CIFAR-10 (the authors' settings, pnm_cifar10_demo.ipynb:
   base weight decay 5e-4; SGD-M and Adam add it to the gradient, PNM decays
   decoupled at lr 1, AdamW and AdaPNM get 5e-4 / lr, the same 5e-4 per
-  step); MNIST-1D without weight decay (as the MNIST-1D paper), lrs picked
-  on validation by ``--study full`` (docs/comparison.md), also the centres
-  of its grids. The first grids were centred on SGD-M 0.1, Adam 0.01 (the
-  MNIST-1D paper's) and PNM/AdaPNM at about the same mean step. ``digits``
-  has no entry of its own: it takes MNIST-1D's MLP values, which were not
+  step); MNIST-1D without weight decay (as the MNIST-1D paper): the lrs an
+  earlier 60-epoch version of ``--study full`` picked on validation, now the
+  centres of its grids (docs/comparison.md shows what the grids pick). The
+  first grids were centred on SGD-M 0.1, Adam 0.01 (the MNIST-1D paper's)
+  and PNM/AdaPNM at about the same mean step. ``digits`` has no entry of its
+  own: it takes MNIST-1D's MLP values, which were not
   tuned for it (tune with ``--lr-grid``). Your own arrays (``'*'``) get the
   paper's CIFAR-10 values, and the job says so when it uses them."""
   lr, wd = cifar

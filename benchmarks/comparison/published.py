@@ -246,7 +246,11 @@ def _b0_sentence(cell: Mapping) -> str:
   if none:
     parts.append(
       'no detectable difference for '
-      + ', '.join(f'b0 = {b0:g} ({evidence(p)})' for b0, p in none)
+      + ', '.join(
+        f'b0 = {b0:g} ({evidence(p)}; these seeds detect about '
+        f'{_pts(p["detectable"], False)} points)'
+        for b0, p in none
+      )
     )
   return (
     f'On the {model}, against b0 = 0 (each b0 at its own lr): '
@@ -284,22 +288,6 @@ def _buffers_sentence(cell: Mapping) -> str:
 def noise_conclusion() -> str:
   cells = _cells()
   lines = [_b0_sentence(c) for c in cells]
-  d = max(
-    (
-      p['detectable']
-      for c in cells
-      for p in c['paired']
-      if p['family'] == noise.HEADLINE
-      and not significant(p)
-      and p['detectable'] is not None
-    ),
-    default=None,
-  )
-  if d is not None:
-    lines.append(
-      f'Where no difference was detected, these seeds would have found one '
-      f'of about {_pts(d, False)} points or more (80% power).'
-    )
   return ' '.join(lines)
 
 

@@ -10,12 +10,13 @@ import dataclasses
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from benchmarks.comparison import data as data_lib
 from benchmarks.comparison import models as models_lib
 from benchmarks.comparison import optimizers as opt_lib
 
+_T = TypeVar('_T')
 ARRAY_DEFAULTS = {'epochs': 10, 'batch_size': 128}
 DEFAULT_OUT = os.path.join('results', 'comparison')
 
@@ -59,6 +60,12 @@ def _float(
   return value
 
 
+def _required(field: str, value: _T | None) -> _T:
+  if value is None:
+    raise SettingsError(field, 'is unset: call Settings.resolved() first')
+  return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """Everything that defines a comparison (see docs/comparison.md).
@@ -92,6 +99,21 @@ class Settings:
   plot: bool = True
   progress: bool | None = None
   checkpoint_every_s: float = 120.0
+
+  @property
+  def epoch_count(self) -> int:
+    """``epochs`` of resolved settings."""
+    return _required('epochs', self.epochs)
+
+  @property
+  def batch(self) -> int:
+    """``batch_size`` of resolved settings."""
+    return _required('batch_size', self.batch_size)
+
+  @property
+  def holdout(self) -> float:
+    """``validation_fraction`` of resolved settings that hold one out."""
+    return _required('validation_fraction', self.validation_fraction)
 
   @property
   def dataset_name(self) -> str:

@@ -65,12 +65,13 @@ def paired_difference(
   }
 
 
-def t_interval(values: Sequence[float], level: float = 0.95) -> dict:
+def t_interval(values: Sequence[float | None], level: float = 0.95) -> dict:
   """Mean of ``values`` and its two-sided t confidence interval.
 
   Returns:
     ``n``, ``mean``, ``std`` (ddof=1), ``se`` (std / sqrt(n)) and
-    ``ci_low``/``ci_high`` (None with fewer than two values).
+    ``ci_low``/``ci_high`` (None with fewer than two values); None and
+    non-finite values are left out.
   """
   arr = np.asarray(finite(values), np.float64)
   n = int(arr.size)
@@ -117,6 +118,16 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
     running = max(running, min(1.0, (m - rank) * p))
     out[i] = running
   return out
+
+
+def matched_learning_rate(
+  lr: float, b0: float, reference_b0: float = 0.0
+) -> float:
+  """:func:`pnm_optax.b0_matched_learning_rate` as a Python float."""
+  import pnm_optax
+
+  value = pnm_optax.b0_matched_learning_rate(lr, b0, reference_b0=reference_b0)
+  return float(np.asarray(value, np.float64))
 
 
 def detectable_difference(

@@ -31,7 +31,7 @@ GRID_POINTS = 5
 GRID_SEEDS = 4
 MAX_EXTENSIONS = 2
 SEEDS = 20
-EPOCHS = 60
+EPOCHS = 30
 
 
 def run_study(

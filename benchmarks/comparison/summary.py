@@ -109,7 +109,7 @@ def convergence(history: training.History) -> dict:
 def curves(history: training.History) -> dict:
   """``epoch`` (1..E) and, per metric, one list per seed plus the
   ``<metric>_mean`` per epoch over the seeds still finite."""
-  out = {'epoch': list(range(1, history.epochs_done + 1))}
+  out: dict[str, list] = {'epoch': list(range(1, history.epochs_done + 1))}
   for key, per_epoch in history.metrics.items():
     arr = np.asarray(per_epoch, np.float64).reshape(history.epochs_done, -1)
     out[key] = arr.T.tolist()

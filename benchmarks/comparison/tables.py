@@ -25,8 +25,10 @@ def pct_ci(low, high) -> str:
 def moved(s: Mapping) -> str:
   """``yes``/``no``: whether training loss or held-out error still moved
   over the last epochs (see :func:`summary.convergence`)."""
-  c = s.get('convergence') or {}
-  return {True: 'yes', False: 'no'}.get(c.get('moved'), '-')
+  moved = (s.get('convergence') or {}).get('moved')
+  if moved is None:
+    return '-'
+  return 'yes' if moved else 'no'
 
 
 def _diverged(s: Mapping) -> str:
