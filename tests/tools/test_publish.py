@@ -134,7 +134,8 @@ def test_b0_conclusion_names_direction_and_evidence(results_copy):
     for cell in data['cells']:
       for pair in cell['paired']:
         if pair['a'] == noise.pnm_arm(2.0) and pair['b'] == noise.pnm_arm(0.0):
-          pair.update(_pair(0.001, mean=0.02))
+          evidence = _pair(0.001, mean=0.02)
+          pair.update({k: evidence[k] for k in evidence if k not in 'ab'})
         elif pair['family'] == noise.HEADLINE:
           pair.update(p_holm=0.5)
 
