@@ -105,6 +105,15 @@ def _describe_pair(model: str, pair: Mapping) -> str:
   return f'{a} - {b} on the {MODEL_NAMES[model]}: {evidence(pair)}'
 
 
+def _direction(model: str, pair: Mapping) -> str:
+  a, b = opt_lib.label(pair['a']), opt_lib.label(pair['b'])
+  word = 'lower' if pair['mean'] < 0 else 'higher'
+  return (
+    f'{a} had {word} error than {b} on the {MODEL_NAMES[model]}, '
+    f'{evidence(pair)}'
+  )
+
+
 def comparison_conclusion() -> str:
   """What survives the Holm correction in the full study, and what not."""
   found, none = [], []
@@ -115,9 +124,10 @@ def comparison_conclusion() -> str:
   if found:
     parts.append(
       'Differences that survive the Holm correction over the '
-      f'{len(found) + len(none)} paired comparisons: '
-      + '; '.join(_describe_pair(m, p) for m, p in found)
-      + ' (negative: the first optimizer has the lower error).'
+      f'{len(found) + len(none)} paired comparisons (difference in test '
+      'error, first minus second): '
+      + '; '.join(_direction(m, p) for m, p in found)
+      + '.'
     )
   if none:
     parts.append(
