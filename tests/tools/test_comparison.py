@@ -97,7 +97,10 @@ def results_files(folder):
     (['--lr-grid', '-1'], '--lr-grid must be an integer >= 0'),
     (['--lr-grid-ratio', '1'], '--lr-grid-ratio must lie in (1, inf)'),
     (['--b0-sweep', '0,x'], '--b0-sweep must be comma-separated numbers'),
-    (['--b0-sweep', '1', '--optimizers', 'sgdm'], 'needs pnm or adapnm'),
+    (
+      ['--b0-sweep', '1', '--optimizers', 'sgdm'],
+      'needs a positive-negative optimizer among the optimizers (pnm, adapnm)',
+    ),
     (['--checkpoint-every', '-1'], '--checkpoint-every must lie in [0,'),
     (['--epochs', 'x'], "argument --epochs: invalid int value: 'x'"),
     (['--schedule', 'linear'], 'argument --schedule: invalid choice'),
