@@ -267,9 +267,10 @@ def _history(train_loss, test_error):
 def test_convergence_flags_loss_and_error_that_still_move(
   loss_end, error_end, moved
 ):
-  # 10 epochs: the window is the last 2, compared with epoch 7 (0-based).
-  loss = [1.0] * 7 + [0.5, 0.5, loss_end]
-  error = [0.5] * 7 + [0.2, 0.2, error_end]
+  # 10 epochs: the window is the last 2, compared with epoch 7 (0-based);
+  # epoch 8 differs, so a window of the wrong length changes the numbers.
+  loss = [1.0] * 7 + [0.5, 0.47, loss_end]
+  error = [0.5] * 7 + [0.2, 0.197, error_end]
   got = summary.convergence(_history(loss, error))
   assert got['window_epochs'] == 2
   assert got['train_loss_change'] == pytest.approx((loss_end - 0.5) / 0.5)
