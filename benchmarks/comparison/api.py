@@ -11,14 +11,20 @@ import datetime
 import hashlib
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
 
-import pnm_optax
 from benchmarks.common import environment
-from benchmarks.comparison import checkpoints, plots, protocol, tables, training
+from benchmarks.comparison import (
+  checkpoints,
+  plots,
+  protocol,
+  statistics,
+  tables,
+  training,
+)
 from benchmarks.comparison import data as data_lib
 from benchmarks.comparison import optimizers as opt_lib
 from benchmarks.comparison import progress as progress_lib
@@ -55,13 +61,13 @@ def compare(
     data: ``'mnist1d'``, ``'digits'``, ``'cifar10'`` (with
       ``data_dir=...``), a :class:`data.Dataset`, or your arrays
       ``(x_train, y_train, x_test, y_test)`` (integer labels).
-    optimizers: from ``pnm``, ``adapnm``, ``sgdm``, ``adam``, ``adamw``.
+    optimizers: names registered in :data:`optimizers.SPECS` (bundled:
+      ``pnm``, ``adapnm``, ``sgdm``, ``adam``, ``adamw``).
     hparams: per optimizer, values replacing the defaults, e.g.
-      ``{'pnm': {'lr': 0.5, 'b0': 2.0}}`` (keys in
-      :data:`optimizers.HPARAM_KEYS`).
+      ``{'pnm': {'lr': 0.5, 'b0': 2.0}}`` (keys: its spec's ``keys``).
     seeds: seeds 0 .. seeds-1; seed ``s`` fixes the initialisation and the
       data order, the same for every optimizer.
-    epochs, batch_size: default per data set (MNIST-1D: 50 x 100).
+    epochs, batch_size: default per data set (MNIST-1D: 60 x 100).
     out: folder for the results file, its plot and checkpoints; None keeps
       everything in memory.
     progress: True for a progress bar, False for plain lines, None for a bar
@@ -130,7 +136,7 @@ def load_data(settings: settings_lib.Settings) -> data_lib.Dataset:
   n_train = dataset.x_train.shape[0]
   if settings.validation_fraction is not None:
     n_train = int(n_train * (1 - settings.validation_fraction))
-  if settings.batch_size > n_train:
+  if settings.batch > n_train:
     raise settings_lib.SettingsError(
       'batch_size',
       f'must be at most {n_train} (the training examples of '
@@ -190,7 +196,7 @@ class Comparison:
       'model': self.model_name,
       **settings.describe(),
     }
-    if dataset.name not in data_lib.DATASETS:
+    if dataset.name not in data_lib.SPECS:
       experiment['data_fingerprint'] = _fingerprint(dataset)
     self.store = results_lib.ResultsFile(
       settings.out,
@@ -207,7 +213,7 @@ class Comparison:
     s = self.settings
     data_key = (
       self.dataset.name
-      if self.dataset.name in data_lib.DATASETS
+      if self.dataset.name in data_lib.SPECS
       else _fingerprint(self.dataset)
     )
     key = (
@@ -226,17 +232,17 @@ class Comparison:
       dataset = (
         self.dataset
         if split == 'test'
-        else (data_lib.holdout_validation(self.dataset, s.validation_fraction))
+        else (data_lib.holdout_validation(self.dataset, s.holdout))
       )
       if len(_TRAINERS) >= _MAX_TRAINERS:
         _TRAINERS.pop(next(iter(_TRAINERS)))
       _TRAINERS[key] = training.Trainer(
         dataset,
         self.factory,
-        epochs=s.epochs,
-        batch_size=s.batch_size,
+        epochs=s.epoch_count,
+        batch_size=s.batch,
         steps_per_epoch=min(
-          dataset.x_train.shape[0] // s.batch_size,
+          dataset.x_train.shape[0] // s.batch,
           s.max_steps_per_epoch or np.inf,
         ),
         schedule=s.schedule,
@@ -271,7 +277,7 @@ class Comparison:
     if measure is not None:
       spec['measure'] = measure.describe()
     config_id = results_lib.settings_id(spec)
-    label = f'{opt_lib.LABELS[name]} lr {hp["lr"]:g}'
+    label = f'{opt_lib.label(name)} lr {hp["lr"]:g}'
     if 'b0' in hp:
       label += f' b0 {hp["b0"]:g}'
     if 'momentum' in hp and hp['momentum'] != 0.9:
@@ -279,7 +285,7 @@ class Comparison:
     label += f' ({split}, {len(seeds)} seeds)'
     history = self.store.finished(config_id)
     if history is not None:
-      self.reporter.start(label, self.settings.epochs)
+      self.reporter.start(label, self.settings.epoch_count)
       self.reporter.finish(history, skipped=True)
       return history, self.store.record(config_id).get('measures')
     checkpointer = None
@@ -289,7 +295,7 @@ class Comparison:
         self.store.checkpoint_path, config_id, self.settings.checkpoint_every_s
       )
       done = checkpointer.saved_epochs()
-    self.reporter.start(label, self.settings.epochs, done)
+    self.reporter.start(label, self.settings.epoch_count, done)
     trainer = self.trainer(split)
     measures = None
     final_state = []
@@ -323,15 +329,58 @@ class Comparison:
     self.reporter.finish(history)
     return history, measures
 
-  def validation_error(self, name: str, hp: Mapping[str, float]) -> float:
-    """Mean final validation error over the grid seeds (inf: diverged)."""
+  def validation_errors(
+    self, name: str, hp: Mapping[str, float]
+  ) -> list[float | None]:
+    """Final validation error of each grid seed (None: diverged)."""
     history = self.train(
       name, hp, range(self.settings.grid_seeds), 'validation'
     )
-    errors = list(summary_lib.final_errors(history).values())
+    return list(summary_lib.final_errors(history).values())
+
+  def validation_error(self, name: str, hp: Mapping[str, float]) -> float:
+    """Mean final validation error over the grid seeds (inf: diverged)."""
+    errors = self.validation_errors(name, hp)
     if any(e is None for e in errors):
       return float('inf')
-    return float(np.mean(errors))
+    return float(np.mean([e for e in errors if e is not None]))
+
+  def tune(
+    self,
+    label: str,
+    name: str,
+    hparams_at: Callable[[float], dict],
+    centre: float,
+  ) -> protocol.GridSearch:
+    """Picks the lr of one arm (``hparams_at(lr)``) on the validation split
+    from the grid around ``centre``; reports a pick at an edge of the grid
+    and a pick whose neighbour scored within one standard error."""
+    s = self.settings
+    search = protocol.search(
+      lambda lr: self.validation_errors(name, hparams_at(lr)),
+      centre,
+      s.lr_grid,
+      s.lr_grid_ratio,
+      s.max_grid_extensions,
+    )
+    if search.at_edge:
+      self.reporter.message(
+        f'WARNING: {label}: the best lr {search.picked:g} is still at the '
+        f'{search.at_edge} edge of the grid after {search.extensions} '
+        'extensions; the best lr may lie beyond'
+      )
+    elif search.extensions:
+      self.reporter.message(
+        f'{label}: grid extended {search.extensions}x; picked lr '
+        f'{search.picked:g}'
+      )
+    if search.close_neighbours:
+      self.reporter.message(
+        f'{label}: picked lr {search.picked:g}, but lr '
+        + ', '.join(f'{lr:g}' for lr in search.close_neighbours)
+        + ' scored within one standard error of it on validation'
+      )
+    return search
 
   def run(self) -> dict:
     """Trains what the results file lacks; returns the results (see
@@ -367,31 +416,28 @@ def _run(job: Comparison) -> dict:
       'in the results file are not trained again'
     )
 
+  if not isinstance(s.data, str):
+    untuned = [
+      n for n in s.optimizers if 'lr' not in (s.hparams or {}).get(n, {})
+    ]
+    if untuned:
+      reporter.message(
+        'your arrays have no tuned defaults: '
+        + ', '.join(opt_lib.label(n) for n in untuned)
+        + " run with the paper's CIFAR-10 lr and weight decay (give hparams "
+        'or lr_grid for your problem)'
+      )
   hparams, searches = {}, {}
   for name in s.optimizers:
     hp = s.hparams_for(name)
     if s.lr_grid:
-      search = protocol.search(
-        lambda lr, name=name: job.validation_error(
-          name, s.hparams_for(name, lr=lr)
-        ),
+      search = job.tune(
+        opt_lib.label(name),
+        name,
+        lambda lr, name=name: s.hparams_for(name, lr=lr),
         hp['lr'],
-        s.lr_grid,
-        s.lr_grid_ratio,
-        s.max_grid_extensions,
       )
       searches[name] = search
-      if search.at_edge:
-        reporter.message(
-          f'WARNING: {opt_lib.LABELS[name]}: the best lr {search.picked:g} '
-          f'is still at the {search.at_edge} edge of the grid after '
-          f'{search.extensions} extensions; the best lr may lie beyond'
-        )
-      elif search.extensions:
-        reporter.message(
-          f'{opt_lib.LABELS[name]}: grid extended '
-          f'{search.extensions}x; picked lr {search.picked:g}'
-        )
       hp = s.hparams_for(name, lr=search.picked)
     hparams[name] = hp
   seeds = list(range(s.seeds))
@@ -402,17 +448,25 @@ def _run(job: Comparison) -> dict:
 
   sweep = []
   for name in (
-    [n for n in ('pnm', 'adapnm') if n in s.optimizers] if (s.b0_sweep) else []
+    [n for n in s.optimizers if opt_lib.spec(n).pn] if s.b0_sweep else []
   ):
     base = hparams[name]
-    for b0 in s.b0_sweep:
-      matched_lr = float(
-        pnm_optax.b0_matched_learning_rate(
-          base['lr'], b0, reference_b0=base['b0']
-        )
+    for b0 in s.b0_sweep or ():
+      matched_lr = statistics.matched_learning_rate(
+        base['lr'], b0, reference_b0=base['b0']
       )
       entry = {'optimizer': name, 'b0': b0}
-      for kind, lr in (('fixed', base['lr']), ('matched', matched_lr)):
+      kinds = [('fixed', base['lr']), ('matched', matched_lr)]
+      if s.lr_grid:  # every b0 gets its own lr, picked as the others'
+        search = job.tune(
+          f'{opt_lib.label(name)} b0 {b0:g}',
+          name,
+          lambda lr, name=name, b0=b0: s.hparams_for(name, lr=lr, b0=b0),
+          protocol.round_lr(matched_lr),
+        )
+        entry['grid'] = search.as_json()
+        kinds.append(('tuned', search.picked))
+      for kind, lr in kinds:
         hp = s.hparams_for(name, lr=lr, b0=b0)
         entry[kind] = {
           'lr': lr,
@@ -434,7 +488,9 @@ def _run(job: Comparison) -> dict:
     figure = plots.curves_figure(
       report['curves'],
       split=final_split,
-      lr_drops=opt_lib.lr_drop_epochs(s.epochs) if s.schedule == 'step' else (),
+      lr_drops=opt_lib.lr_drop_epochs(s.epoch_count)
+      if s.schedule == 'step'
+      else (),
       title=f'{dataset.name} / {job.model_name}: mean +- std over '
       f'{s.seeds} seeds',
     )

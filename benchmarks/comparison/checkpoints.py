@@ -13,8 +13,10 @@ import json
 import os
 import tempfile
 import time
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.comparison import training
@@ -40,10 +42,8 @@ class ConfigurationCheckpoint:
 
   def save(self, state, history: training.History) -> None:
     leaves = jax.tree.leaves(state)
-    is_key = [
-      jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) for x in leaves
-    ]
-    arrays = {
+    is_key = [jnp.issubdtype(x.dtype, jax.dtypes.prng_key) for x in leaves]
+    arrays: dict[str, Any] = {
       f'leaf_{i}': np.asarray(jax.random.key_data(x) if k else x)
       for i, (x, k) in enumerate(zip(leaves, is_key))
     }
@@ -60,7 +60,7 @@ class ConfigurationCheckpoint:
     )
     try:
       with os.fdopen(fd, 'wb') as f:
-        np.savez(f, **arrays)
+        np.savez(f, *(), **arrays)
       os.replace(tmp, self.path)
     except BaseException:
       if os.path.exists(tmp):

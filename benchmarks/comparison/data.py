@@ -11,12 +11,11 @@ import functools
 import os
 import pickle
 import random
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-DATASETS = ('mnist1d', 'digits', 'cifar10')
 
 # Per-channel statistics used by the paper's code (torchvision transforms).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -177,16 +176,24 @@ def load_digits(test_fraction: float = 0.25, split_seed: int = 0) -> Dataset:
   from sklearn.datasets import load_digits as sk_load_digits
   from sklearn.model_selection import train_test_split
 
-  bunch = sk_load_digits()
-  images = (bunch.images / 16.0).astype(np.float32)[..., None]
+  pixels, target = sk_load_digits(return_X_y=True)
+  images = (np.asarray(pixels).reshape(-1, 8, 8) / 16.0).astype(np.float32)
+  labels = np.asarray(target).astype(np.int32)
   x_train, x_test, y_train, y_test = train_test_split(
-    images,
-    bunch.target.astype(np.int32),
+    images[..., None],
+    labels,
     test_size=test_fraction,
     random_state=split_seed,
-    stratify=bunch.target,
+    stratify=labels,
   )
-  return Dataset('digits', x_train, y_train, x_test, y_test, num_classes=10)
+  return Dataset(
+    'digits',
+    np.asarray(x_train),
+    np.asarray(y_train),
+    np.asarray(x_test),
+    np.asarray(y_test),
+    num_classes=10,
+  )
 
 
 def parse_cifar_batch(batch: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -238,7 +245,7 @@ def load_cifar10_pickles(directory: str) -> tuple[np.ndarray, ...]:
 def _load_cifar10_tfds(data_dir: str | None):
   """From a prepared TFDS directory; None if tfds is missing or unprepared."""
   try:
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # pyright: ignore[reportMissingImports]
   except ImportError:
     return None
   try:
@@ -268,7 +275,7 @@ def _load_cifar10_hf(data_dir: str | None):
   ):
     return None
   try:
-    import datasets
+    import datasets  # pyright: ignore[reportMissingImports]
   except ImportError:
     return None
   ds = datasets.load_from_disk(data_dir).with_format('numpy')
@@ -309,15 +316,79 @@ def load_cifar10(data_dir: str | None) -> Dataset:
   )
 
 
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """One data set of the comparison job.
+
+  Attributes:
+    name: the name on the command line (``--dataset``).
+    load: ``data_dir -> Dataset`` (raises :class:`DatasetUnavailableError`
+      when the data are not on this machine; never downloads).
+    model: the default bundled model.
+    epochs, batch_size: the default budget.
+    description: one line for ``--help``.
+  """
+
+  name: str
+  load: Callable[[str | None], Dataset]
+  model: str
+  epochs: int
+  batch_size: int
+  description: str = ''
+
+
+SPECS: dict[str, DatasetSpec] = {}
+
+
+def register(spec: DatasetSpec) -> DatasetSpec:
+  """Adds ``spec`` to the registry (a name taken already is an error)."""
+  if spec.name in SPECS:
+    raise ValueError(f'data set {spec.name!r} is registered already')
+  SPECS[spec.name] = spec
+  return spec
+
+
+register(
+  DatasetSpec(
+    'mnist1d',
+    lambda _: load_mnist1d(),
+    'cnn',
+    60,
+    100,
+    'generated offline by the mnist1d package',
+  )
+)
+register(
+  DatasetSpec(
+    'digits',
+    lambda _: load_digits(),
+    'mlp',
+    30,
+    64,
+    'ships with scikit-learn',
+  )
+)
+register(
+  DatasetSpec(
+    'cifar10',
+    load_cifar10,
+    'resnet18',
+    200,
+    128,
+    'must be on disk (--data-dir)',
+  )
+)
+# The bundled data sets.
+DATASETS = tuple(SPECS)
+
+
 def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
-  """Loads one of :data:`DATASETS`."""
-  if name == 'mnist1d':
-    return load_mnist1d()
-  if name == 'digits':
-    return load_digits()
-  if name == 'cifar10':
-    return load_cifar10(data_dir)
-  raise ValueError(f'unknown dataset {name!r}; choose from {DATASETS}')
+  """Loads a registered data set (:data:`SPECS`)."""
+  if name not in SPECS:
+    raise ValueError(
+      f'unknown dataset {name!r}; choose from {", ".join(SPECS)}'
+    )
+  return SPECS[name].load(data_dir)
 
 
 def holdout_validation(

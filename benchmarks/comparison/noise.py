@@ -1,26 +1,34 @@
 """The noise study (``python -m benchmarks.comparison --study noise``).
 
-What PNM's ``b0`` does on MNIST-1D, as a map: the MLP and the ConvBase CNN,
-at batch sizes 100 and 1000 (the same number of epochs, so ten times fewer
-steps at 1000), with
+What PNM's ``b0`` does on MNIST-1D, as a map over the MLP and the ConvBase
+CNN, under the protocol for noisy training (docs/noise.md):
 
-- PNM at ``b0`` in 0, 1, 2, 3, every ``b0`` at the learning rate that keeps
-  the mean step of ``b0 = 0`` (``pnm_optax.b0_matched_learning_rate``), the
-  reference lr picked on a validation split per model and batch size;
-- SGD-M (momentum 0.9), its lr picked the same way;
-- SGD-M with momentum ``b1^2 = 0.81``, the decay of each of PNM's two
-  buffers, its lr picked the same way: the control for the buffers.
+- every arm gets its own learning rate, picked on a validation split from a
+  grid of 5 (ratio 2, extended at the edges) with 4 grid seeds: SGD-M
+  (momentum 0.9), SGD-M with momentum ``b1^2 = 0.81`` (the decay of each of
+  PNM's two buffers: the control for the buffers) and PNM at each ``b0`` in
+  0, 1, 2, 3 (each ``b0``'s grid centred on the lr that keeps the mean step
+  of ``b0 = 0``, ``pnm_optax.b0_matched_learning_rate``);
+- a secondary arm per ``b0 > 0`` runs at exactly that matched lr (only the
+  noise changes, not the mean step);
+- every arm then trains 20 seeds on the full training set (seed ``s``: same
+  initialisation and data order everywhere); each mean comes with its 95%
+  t interval, each paired difference with its interval, its raw and
+  Holm-adjusted p-value (Holm-Bonferroni over the comparisons of one table)
+  and, where not significant, the smallest difference the seeds could have
+  detected;
+- each arm reports whether its training loss or test error still moved over
+  the last 20% of the epochs; every cell runs the same number of steps
+  (a larger batch gets more epochs).
 
-Every arm trains the same seeds side by side (seed ``s``: same
-initialisation and data order everywhere). At the end of each run the
-training loss's Hessian is measured per seed (:mod:`curvature`: Hutchinson
-trace, top eigenvalue). Each ``b0`` is compared seed by seed with ``b0 = 0``
-and with SGD-M (paired t-test and Wilcoxon signed-rank test).
+At the end of each run the training loss's Hessian is measured per seed
+(:mod:`curvature`: Hutchinson trace, top eigenvalue).
 
 Each (model, batch size) is one results file of the comparison job, saved
 configuration by configuration, so an interrupted study resumes where it
 stopped. The study writes ``<out>/noise_study.md`` (tables),
-``noise_study.json`` and ``noise_study.png`` (the map).
+``noise_study.json`` (the numbers the docs are generated from) and
+``noise_study.png`` (the map).
 """
 
 import math
@@ -30,7 +38,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-import pnm_optax
 from benchmarks.common import reporting
 from benchmarks.comparison import (
   api,
@@ -39,48 +46,72 @@ from benchmarks.comparison import (
   protocol,
   statistics,
   summary,
+  tables,
 )
 from benchmarks.comparison import progress as progress_lib
 from benchmarks.comparison import settings as settings_lib
 
 MODELS = ('mlp', 'cnn')
-BATCH_SIZES = (100, 1000)
+BATCH_SIZES = (100,)
+REFERENCE_BATCH = 100  # every cell runs the steps of this batch size
 B0_VALUES = (0.0, 1.0, 2.0, 3.0)
 B1 = 0.9
 EPOCHS = 30
-SEEDS = 10
+SEEDS = 20
 GRID_POINTS = 5
 GRID_RATIO = 2.0
-GRID_SEEDS = 2
-MAX_EXTENSIONS = 3
+GRID_SEEDS = 4
+MAX_EXTENSIONS = 2
 # Centres of the lr grids: PNM at b0 = 0 (its lr is its mean step per unit
 # gradient) and SGD-M 0.9. SGD-M 0.81's grid is centred on the lr with the
-# mean step of SGD-M 0.9's pick. PNM's grid sits lower than SGD-M's mean
-# step: at equal mean steps PNM is stable on a quadratic only up to
-# lr * curvature < 2 / (1 + 2 b0), SGD-M 0.9 up to 38 (docs/noise.md).
+# mean step of SGD-M 0.9's pick, each b0 > 0 on the lr with the mean step of
+# b0 = 0's pick. PNM's grid sits lower than SGD-M's mean step: at equal mean
+# steps PNM is stable on a quadratic only up to lr * curvature < 2 / (1 + 2
+# b0), SGD-M 0.9 up to 38 (docs/noise.md).
 CENTRES = {
-  ('mlp', 100): {'pnm': 1.0, 'sgdm': 0.2},
-  ('mlp', 1000): {'pnm': 1.0, 'sgdm': 0.2},
-  ('cnn', 100): {'pnm': 0.5, 'sgdm': 0.2},
-  ('cnn', 1000): {'pnm': 0.5, 'sgdm': 0.2},
+  'mlp': {'pnm': 1.0, 'sgdm': 0.2},
+  'cnn': {'pnm': 0.5, 'sgdm': 0.2},
 }
 HESSIAN = curvature.HessianMeasure(examples=512, probes=8, iterations=15)
 SGDM = 'SGD-M 0.9'
 SGDM_B1SQ = 'SGD-M 0.81'
+HEADLINE = 'headline'
+MATCHED = 'matched'
 
 
 def pnm_arm(b0: float) -> str:
+  """The PNM arm at ``b0`` with its own tuned lr."""
   return f'PNM b0={b0:g}'
 
 
-ARMS = (SGDM, SGDM_B1SQ) + tuple(pnm_arm(b) for b in B0_VALUES)
+def matched_arm(b0: float) -> str:
+  """The secondary PNM arm at ``b0`` with b0 = 0's mean step."""
+  return f'PNM b0={b0:g} matched'
+
+
+TUNED_ARMS = (SGDM, SGDM_B1SQ) + tuple(pnm_arm(b) for b in B0_VALUES)
+ARMS = TUNED_ARMS + tuple(matched_arm(b) for b in B0_VALUES if b)
+
+
+def comparisons() -> list[tuple[str, str, str]]:
+  """``(a, b, family)`` of every paired comparison in a cell: each b0 > 0
+  against b0 = 0 and the decomposition of PNM - SGD-M into buffers and knob
+  (the headline family), and each matched b0 against b0 = 0."""
+  out = [(pnm_arm(b0), pnm_arm(0.0), HEADLINE) for b0 in B0_VALUES if b0]
+  out += [
+    (pnm_arm(0.0), SGDM, HEADLINE),
+    (pnm_arm(1.0), SGDM, HEADLINE),
+    (SGDM_B1SQ, SGDM, HEADLINE),
+  ]
+  out += [(matched_arm(b0), pnm_arm(0.0), MATCHED) for b0 in B0_VALUES if b0]
+  return out
 
 
 def paired_tests(a: Mapping, b: Mapping) -> dict:
-  """``a - b`` seed by seed: :func:`statistics.paired_difference` plus the
+  """``a - b`` seed by seed: :func:`statistics.paired_summary` plus the
   two-sided Wilcoxon signed-rank p-value (``scipy.stats.wilcoxon``; None
   with fewer than two seeds or when every difference is zero)."""
-  out = statistics.paired_difference(a, b)
+  out = statistics.paired_summary(a, b)
   seeds = sorted(
     s
     for s in set(a) & set(b)
@@ -91,12 +122,24 @@ def paired_tests(a: Mapping, b: Mapping) -> dict:
   if len(seeds) >= 2 and np.any(diff != 0):
     from scipy import stats
 
-    out['wilcoxon_p'] = float(stats.wilcoxon(diff).pvalue)
+    out['wilcoxon_p'] = float(np.asarray(stats.wilcoxon(diff)[1], np.float64))
   return out
 
 
+def cell_epochs(
+  n_train: int, batch: int, epochs: int, steps_cap: int | None
+) -> int:
+  """The epochs that give batch size ``batch`` the steps of ``epochs``
+  epochs at :data:`REFERENCE_BATCH` (at least ``epochs``' worth)."""
+
+  def steps(b: int) -> int:
+    return max(1, min(n_train // b, steps_cap or n_train))
+
+  return max(1, math.ceil(epochs * steps(REFERENCE_BATCH) / steps(batch)))
+
+
 def _cell_settings(model, batch, seeds, out, overwrite, epochs, steps_cap):
-  centre = CENTRES[(model, batch)]
+  centre = CENTRES[model]
   return settings_lib.Settings(
     data='mnist1d',
     model=model,
@@ -119,12 +162,16 @@ def _cell_settings(model, batch, seeds, out, overwrite, epochs, steps_cap):
   ).resolved()
 
 
-def _hp(settings, arm_kind: str, lr: float) -> dict:
-  if arm_kind == SGDM:
+def _hp(settings, arm: str, lr: float) -> dict:
+  if arm == SGDM:
     return settings.hparams_for('sgdm', lr=lr)
-  if arm_kind == SGDM_B1SQ:
+  if arm == SGDM_B1SQ:
     return {**settings.hparams_for('sgdm', lr=lr), 'momentum': B1**2}
-  return settings.hparams_for('pnm', lr=lr, b0=0.0)
+  return settings.hparams_for('pnm', lr=lr, b0=_b0(arm))
+
+
+def _b0(arm: str) -> float:
+  return float(arm.split('=')[1].split()[0])
 
 
 def _measure_summary(measures: Mapping) -> dict:
@@ -147,73 +194,67 @@ def run_cell(
   steps_cap: int | None = None,
   reporter: progress_lib.Progress | None = None,
 ) -> dict:
-  """One (model, batch size): lr grids, every arm with all seeds, the
-  Hessian measure, paired tests."""
+  """One (model, batch size): an lr grid per arm, every arm with all seeds,
+  the Hessian measure, paired tests (raw p; Holm across cells is
+  :func:`adjust`'s)."""
   reporter = reporter or progress_lib.Progress()
-  s = _cell_settings(model, batch, seeds, out, overwrite, epochs, steps_cap)
+  n_train = api.load_data(
+    _cell_settings(model, batch, seeds, None, False, epochs, steps_cap)
+  ).x_train.shape[0]
+  cell_epoch_count = cell_epochs(n_train, batch, epochs, steps_cap)
+  s = _cell_settings(
+    model, batch, seeds, out, overwrite, cell_epoch_count, steps_cap
+  )
   job = api.prepare(s, reporter)
-  steps = job.trainer('test').steps_per_epoch * s.epochs
+  steps = job.trainer('test').steps_per_epoch * s.epoch_count
   reporter.message(
     f'== noise study: MNIST-1D {model}, batch {batch} '
-    f'({s.epochs} epochs = {steps} steps), {seeds} seeds'
+    f'({s.epochs} epochs = {steps} steps), {seeds} seeds, lr grids of '
+    f'{s.lr_grid} x {s.grid_seeds} seeds'
   )
   searches, picked = {}, {}
-  for kind, centre in (
-    (pnm_arm(0.0), CENTRES[(model, batch)]['pnm']),
-    (SGDM, CENTRES[(model, batch)]['sgdm']),
-    (SGDM_B1SQ, None),
-  ):
-    if centre is None:  # SGD-M 0.81: SGD-M 0.9's mean step
+  for arm in TUNED_ARMS:
+    if arm == SGDM_B1SQ:  # SGD-M 0.9's mean step
       centre = protocol.round_lr(picked[SGDM] * (1 - B1**2) / (1 - B1))
-    name = 'sgdm' if kind.startswith('SGD') else 'pnm'
-    search = protocol.search(
-      lambda lr, kind=kind, name=name: job.validation_error(
-        name, _hp(s, kind, lr)
-      ),
-      centre,
-      s.lr_grid,
-      s.lr_grid_ratio,
-      s.max_grid_extensions,
-    )
-    if search.at_edge:
-      reporter.message(
-        f'WARNING: {kind}: the best lr {search.picked:g} is at the '
-        f'{search.at_edge} edge of the grid after {search.extensions} '
-        'extensions; the best lr may lie beyond'
+    elif arm == SGDM:
+      centre = CENTRES[model]['sgdm']
+    elif _b0(arm) == 0:
+      centre = CENTRES[model]['pnm']
+    else:
+      centre = protocol.round_lr(
+        statistics.matched_learning_rate(picked[pnm_arm(0.0)], _b0(arm))
       )
-    searches[kind], picked[kind] = search, search.picked
+    name = 'sgdm' if arm.startswith('SGD') else 'pnm'
+    search = job.tune(arm, name, lambda lr, arm=arm: _hp(s, arm, lr), centre)
+    searches[arm], picked[arm] = search, search.picked
   seed_list = list(range(seeds))
   arms = {}
-  for kind in ARMS:
-    if kind.startswith('PNM'):
-      b0 = float(kind.split('=')[1])
-      lr = float(pnm_optax.b0_matched_learning_rate(picked[pnm_arm(0)], b0))
-      name, hp = 'pnm', s.hparams_for('pnm', lr=lr, b0=b0)
+  for arm in ARMS:
+    name = 'sgdm' if arm.startswith('SGD') else 'pnm'
+    if arm in picked:
+      lr = picked[arm]
     else:
-      name, hp = 'sgdm', _hp(s, kind, picked[kind])
+      lr = statistics.matched_learning_rate(picked[pnm_arm(0.0)], _b0(arm))
+    hp = _hp(s, arm, lr)
     history, measures = job.train_measured(name, hp, seed_list, 'test', HESSIAN)
-    arms[kind] = {
+    arms[arm] = {
       'optimizer': name,
       'hparams': hp,
+      'tuned': arm in picked,
       'errors': summary.final_errors(history),
       **summary.summarize(history),
       **_measure_summary(measures or {}),
       'measures': measures,
     }
-  paired = []
-  for b0 in B0_VALUES:
-    a = pnm_arm(b0)
-    for b in (pnm_arm(0.0), SGDM) if b0 else (SGDM, SGDM_B1SQ):
-      paired.append(
-        {'a': a, 'b': b, **paired_tests(arms[a]['errors'], arms[b]['errors'])}
-      )
-  paired.append(
+  paired = [
     {
-      'a': SGDM_B1SQ,
-      'b': SGDM,
-      **paired_tests(arms[SGDM_B1SQ]['errors'], arms[SGDM]['errors']),
+      'a': a,
+      'b': b,
+      'family': family,
+      **paired_tests(arms[a]['errors'], arms[b]['errors']),
     }
-  )
+    for a, b, family in comparisons()
+  ]
   for arm in arms.values():
     arm['errors'] = {str(k): v for k, v in arm['errors'].items()}
   return {
@@ -222,6 +263,7 @@ def run_cell(
     'epochs': s.epochs,
     'steps': steps,
     'seeds': seeds,
+    'grid_seeds': s.grid_seeds,
     'picked_lr': picked,
     'grid': {k: v.as_json() for k, v in searches.items()},
     'arms': arms,
@@ -231,17 +273,21 @@ def run_cell(
   }
 
 
+def adjust(cells: Sequence[dict]) -> None:
+  """Adds ``p_holm`` to every comparison: Holm-Bonferroni over all the
+  comparisons of one family (one table) across the cells."""
+  for family in (HEADLINE, MATCHED):
+    pairs = [p for c in cells for p in c['paired'] if p['family'] == family]
+    adjusted = statistics.holm([p['p_value'] for p in pairs])
+    for pair, p_holm in zip(pairs, adjusted):
+      pair['p_holm'] = p_holm
+
+
 def find_pair(cell: Mapping, a: str, b: str) -> dict:
   return next(p for p in cell['paired'] if p['a'] == a and p['b'] == b)
 
 
 # ------------------------------------------------------------------ output
-
-
-def _pct_diff(p: Mapping) -> str:
-  if p['mean'] is None:
-    return '-'
-  return f'{100 * p["mean"]:+.2f}'
 
 
 def _p(value) -> str:
@@ -254,56 +300,136 @@ def _stars(p) -> str:
   return '**' if p < 0.01 else '*' if p < 0.05 else ''
 
 
-def results_table(cells: Sequence[Mapping]) -> str:
-  """Every arm of every cell: lr, test error, differences to b0 = 0 and to
-  SGD-M 0.9 with p-values, final training loss, Hessian trace and top
-  eigenvalue."""
+def error_ci(arm: Mapping) -> str:
+  """Mean test error % with its 95% interval."""
+  if arm['test_error_mean'] is None:
+    return '-'
+  low, high = arm['test_error_ci']
+  text = f'{100 * arm["test_error_mean"]:.2f}'
+  if low is not None and high is not None:
+    text += f' [{100 * low:.2f}, {100 * high:.2f}]'
+  diverged = len(arm['diverged_seeds'])
+  if diverged:
+    text += f' ({diverged} diverged)'
+  return text
+
+
+def difference_ci(pair: Mapping) -> str:
+  """Mean paired difference in points with its 95% interval."""
+  if pair['mean'] is None:
+    return '-'
+  text = f'{100 * pair["mean"]:+.2f}'
+  if pair.get('ci_low') is not None:
+    text += f' [{100 * pair["ci_low"]:+.2f}, {100 * pair["ci_high"]:+.2f}]'
+  return text
+
+
+def detectable(pair: Mapping) -> str:
+  """The smallest detectable difference (points) where the adjusted p is
+  0.05 or more, else ``-``."""
+  p = pair.get('p_holm')
+  if pair.get('detectable') is None or (p is not None and p < 0.05):
+    return '-'
+  return f'{100 * pair["detectable"]:.2f}'
+
+
+def _cell_name(c: Mapping) -> str:
+  return f'{c["model"].upper()} (batch {c["batch_size"]}, {c["steps"]} steps)'
+
+
+def headline_table(cells: Sequence[Mapping]) -> str:
+  """Per cell: SGD-M 0.9 and PNM at each b0 at its own lr, test error with
+  95% interval, and each b0 against b0 = 0 (difference, interval, raw and
+  Holm-adjusted p)."""
   head = [
     'model',
-    'batch',
-    'steps',
     'arm',
     'lr',
-    'test error %',
-    'vs b0=0 (points; t, W p)',
-    'vs SGD-M 0.9 (points; t, W p)',
+    'test error % [95% CI]',
+    'vs PNM b0=0 (points [95% CI])',
+    'p',
+    'Holm p',
+  ]
+  rows = []
+  for c in cells:
+    for arm in (SGDM,) + tuple(pnm_arm(b) for b in B0_VALUES):
+      a = c['arms'][arm]
+      pair = next(
+        (p for p in c['paired'] if p['a'] == arm and p['b'] == pnm_arm(0.0)),
+        None,
+      )
+      rows.append(
+        [
+          c['model'].upper(),
+          arm,
+          f'{a["hparams"]["lr"]:.3g}',
+          error_ci(a),
+          '-' if pair is None else difference_ci(pair),
+          '-' if pair is None else _p(pair['p_value']),
+          '-' if pair is None else _p(pair.get('p_holm')),
+        ]
+      )
+  return reporting.markdown_table(head, rows)
+
+
+def paired_table(cells: Sequence[Mapping], family: str) -> str:
+  """Every comparison of ``family``: difference with interval, t-test p
+  (raw, Holm-adjusted over the table), Wilcoxon p, the smallest detectable
+  difference where not significant, and wins."""
+  head = [
+    'model',
+    'comparison',
+    'difference (points [95% CI])',
+    't-test p',
+    'Holm p',
+    'Wilcoxon p',
+    'detectable (points)',
+    'wins / losses',
+    'seeds',
+  ]
+  rows = [
+    [
+      c['model'].upper(),
+      f'{p["a"]} - {p["b"]}',
+      difference_ci(p),
+      _p(p['p_value']),
+      _p(p.get('p_holm')),
+      _p(p['wilcoxon_p']),
+      detectable(p),
+      f'{p["a_wins"]} / {p["b_wins"]}',
+      p['n'],
+    ]
+    for c in cells
+    for p in c['paired']
+    if p['family'] == family
+  ]
+  return reporting.markdown_table(head, rows)
+
+
+def results_table(cells: Sequence[Mapping]) -> str:
+  """Every arm of every cell: lr, test error with interval, final training
+  loss, whether it was still moving, Hessian trace and top eigenvalue."""
+  head = [
+    'model',
+    'arm',
+    'lr',
+    'test error % [95% CI]',
     'train loss',
+    'still moving',
     'Hessian trace',
     'top eigenvalue',
   ]
   rows = []
   for c in cells:
-    for kind, arm in c['arms'].items():
-      vs = []
-      for ref in (pnm_arm(0.0), SGDM):
-        pair = next(
-          (p for p in c['paired'] if p['a'] == kind and p['b'] == ref), None
-        )
-        vs.append(
-          '-'
-          if pair is None
-          else f'{_pct_diff(pair)} ({_p(pair["p_value"])}; '
-          f'{_p(pair["wilcoxon_p"])})'
-        )
-      diverged = len(arm['diverged_seeds'])
-      err = (
-        f'{reporting.fmt(100 * arm["test_error_mean"], ".2f")} +- '
-        f'{reporting.fmt(100 * arm["test_error_std"], ".2f")}'
-        if arm['test_error_mean'] is not None
-        else '-'
-      )
-      if diverged:
-        err += f' ({diverged} diverged)'
+    for arm_name, arm in c['arms'].items():
       rows.append(
         [
-          c['model'].upper(),
-          c['batch_size'],
-          c['steps'],
-          kind,
+          _cell_name(c),
+          arm_name,
           f'{arm["hparams"]["lr"]:.3g}',
-          err,
-          *vs,
+          error_ci(arm),
           reporting.fmt(arm['train_loss_mean'], '.3f'),
+          tables.moved(arm),
           _mean_std(arm['hessian_trace_mean'], arm['hessian_trace_std']),
           _mean_std(arm['top_eigenvalue_mean'], arm['top_eigenvalue_std']),
         ]
@@ -318,8 +444,52 @@ def _mean_std(mean, std) -> str:
   return f'{reporting.fmt(mean, digits)} +- {reporting.fmt(std, digits)}'
 
 
+def grid_table(cells: Sequence[Mapping]) -> str:
+  """Each arm's validation curve over its lr grid (mean over the grid
+  seeds +- standard error), the pick, and a note when the pick is at an
+  edge or a neighbour scored within one standard error."""
+  head = ['model', 'arm', 'validation error % at lr (+- SE)', 'picked', 'note']
+  rows = []
+  for c in cells:
+    for arm, g in c['grid'].items():
+      rows.append(
+        [
+          c['model'].upper(),
+          arm,
+          grid_curve(g),
+          f'{g["picked"]:.3g}',
+          grid_note(g),
+        ]
+      )
+  return reporting.markdown_table(head, rows)
+
+
+def grid_curve(g: Mapping) -> str:
+  parts = []
+  for p in g['grid']:
+    if p['validation_error'] is None or math.isinf(p['validation_error']):
+      parts.append(f'{p["lr"]:g}: diverged')
+      continue
+    text = f'{p["lr"]:.3g}: {100 * p["validation_error"]:.2f}'
+    if p.get('standard_error') is not None:
+      text += f' +- {100 * p["standard_error"]:.2f}'
+    parts.append(text)
+  return ', '.join(parts)
+
+
+def grid_note(g: Mapping) -> str:
+  notes = []
+  if g['at_edge']:
+    notes.append(f'at the {g["at_edge"]} edge')
+  if g.get('close_neighbours'):
+    notes.append(
+      'within 1 SE: ' + ', '.join(f'{lr:g}' for lr in g['close_neighbours'])
+    )
+  return '; '.join(notes)
+
+
 def best_b0(cell: Mapping) -> float:
-  """The b0 with the lowest mean test error."""
+  """The b0 with the lowest mean test error (each at its own lr)."""
   errors = {
     b0: cell['arms'][pnm_arm(b0)]['test_error_mean'] for b0 in B0_VALUES
   }
@@ -329,55 +499,10 @@ def best_b0(cell: Mapping) -> float:
   )
 
 
-def headline_table(cells: Sequence[Mapping]) -> str:
-  """Per cell: SGD-M 0.9, SGD-M 0.81, PNM at b0 = 0 and 1 and the best b0;
-  PNM (b0 = 1) - SGD-M 0.9 split into the buffers (b0 = 0 - SGD-M 0.9) and
-  the knob (b0 = 1 - b0 = 0)."""
-  head = [
-    'model',
-    'batch',
-    'SGD-M 0.9',
-    'SGD-M 0.81',
-    'PNM b0=0',
-    'PNM b0=1',
-    'best b0',
-    'b0=1 - SGD-M 0.9',
-    '= buffers (b0=0 - SGD-M 0.9)',
-    '+ knob (b0=1 - b0=0)',
-  ]
-  rows = []
-  for c in cells:
-    err = lambda k, c=c: reporting.fmt(
-      None
-      if c['arms'][k]['test_error_mean'] is None
-      else 100 * c['arms'][k]['test_error_mean'],
-      '.2f',
-    )
-    best = best_b0(c)
-    total = find_pair(c, pnm_arm(1.0), SGDM)
-    buffers = find_pair(c, pnm_arm(0.0), SGDM)
-    knob = find_pair(c, pnm_arm(1.0), pnm_arm(0.0))
-    cellf = lambda p: f'{_pct_diff(p)}{_stars(p["p_value"])}'
-    rows.append(
-      [
-        c['model'].upper(),
-        c['batch_size'],
-        err(SGDM),
-        err(SGDM_B1SQ),
-        err(pnm_arm(0.0)),
-        err(pnm_arm(1.0)),
-        f'{best:g} ({err(pnm_arm(best))})',
-        cellf(total),
-        cellf(buffers),
-        cellf(knob),
-      ]
-    )
-  return reporting.markdown_table(head, rows)
-
-
 def map_figure(cells: Sequence[Mapping]) -> plots.Figure:
   """The map: per (model, batch) row and b0 column, the test error
-  difference to b0 = 0 (points; * p < 0.05, ** p < 0.01, paired t-test)
+  difference to b0 = 0, each b0 at its own lr (points; * Holm-adjusted
+  p < 0.05, ** p < 0.01, paired t-test)
   and the Hessian trace relative to b0 = 0; the b0 = 0 column gives its
   test error and trace."""
   fig = plots.Figure(figsize=(9.0, 0.9 + 0.5 * len(cells)), dpi=100)
@@ -395,7 +520,7 @@ def map_figure(cells: Sequence[Mapping]) -> plots.Figure:
         pair = find_pair(c, pnm_arm(b0), pnm_arm(0.0))
         if pair['mean'] is not None:
           diff[i, j] = 100 * pair['mean']
-          diff_text[i][j] = f'{diff[i, j]:+.1f}{_stars(pair["p_value"])}'
+          diff_text[i][j] = f'{diff[i, j]:+.1f}{_stars(pair.get("p_holm"))}'
         if arm['hessian_trace_mean'] and base['hessian_trace_mean']:
           ratio[i, j] = arm['hessian_trace_mean'] / base['hessian_trace_mean']
           ratio_text[i][j] = f'x{ratio[i, j]:.2f}'
@@ -445,8 +570,8 @@ def map_figure(cells: Sequence[Mapping]) -> plots.Figure:
         )
   axes[1].set_yticks([])
   fig.suptitle(
-    'PNM on MNIST-1D, b0 at the mean step of b0=0 '
-    '(* p < 0.05, ** p < 0.01, paired t-test over seeds)',
+    'PNM on MNIST-1D, each b0 at its own lr '
+    '(* Holm p < 0.05, ** < 0.01, paired t-test over seeds)',
     fontsize=10,
   )
   fig.tight_layout()
@@ -457,6 +582,7 @@ def markdown(cells: Sequence[Mapping], seconds: Mapping, total: float) -> str:
   env = cells[0]['environment']
   v = env['versions']
   parts = ', '.join(f'{k} {t:.0f} s' for k, t in seconds.items())
+  c0 = cells[0]
   lines = [
     '# Noise study: PNM b0 on MNIST-1D',
     '',
@@ -465,11 +591,21 @@ def markdown(cells: Sequence[Mapping], seconds: Mapping, total: float) -> str:
     f'Versions: jax {v["jax"]}, flax {v["flax"]}, optax {v["optax"]}; '
     f'commit {env["git_commit"]}; {env["timestamp_utc"]}.',
     f'Wall time: {total:.0f} s in all ({parts}).',
+    f'Protocol: every arm its own lr from a grid on validation '
+    f'({c0["grid_seeds"]} seeds per point), then {c0["seeds"]} seeds; '
+    '95% t intervals; Holm-Bonferroni within each table.',
     '',
-    '## Headline (test error %, mean over seeds; differences in points, '
-    '* p < 0.05, ** p < 0.01, paired t-test)',
+    '## Headline: each b0 at its own learning rate',
     '',
     headline_table(cells),
+    '',
+    '## Paired comparisons (headline family)',
+    '',
+    paired_table(cells, HEADLINE),
+    '',
+    '## b0 at the mean step of b0 = 0 (secondary arms)',
+    '',
+    paired_table(cells, MATCHED),
     '',
     '## Every arm',
     '',
@@ -477,32 +613,29 @@ def markdown(cells: Sequence[Mapping], seconds: Mapping, total: float) -> str:
     '',
     '## Learning rates picked on the validation split',
     '',
+    grid_table(cells),
+    '',
   ]
-  head = ['model', 'batch', 'arm', 'validation error % at lr', 'picked']
-  rows = []
-  for c in cells:
-    for kind, g in c['grid'].items():
-      tried = ', '.join(
-        f'{p["lr"]:g}: '
-        + (
-          'diverged'
-          if math.isinf(p['validation_error'])
-          else f'{100 * p["validation_error"]:.2f}'
-        )
-        for p in g['grid']
-      )
-      note = f' (at the {g["at_edge"]} edge)' if g['at_edge'] else ''
-      rows.append(
-        [
-          c['model'].upper(),
-          c['batch_size'],
-          kind,
-          tried,
-          f'{g["picked"]:g}{note}',
-        ]
-      )
-  lines += [reporting.markdown_table(head, rows), '']
   return '\n'.join(lines)
+
+
+def published(cells: Sequence[Mapping], seconds: Mapping, total: float) -> dict:
+  """What ``noise_study.json`` keeps: every cell without its per-seed
+  Hessian measures and paths, and the wall times."""
+  keep = []
+  for c in cells:
+    cell = {k: v for k, v in c.items() if k != 'json_path'}
+    cell['arms'] = {
+      name: {k: v for k, v in arm.items() if k != 'measures'}
+      for name, arm in c['arms'].items()
+    }
+    keep.append(cell)
+  return {
+    'study': 'noise',
+    'cells': keep,
+    'wall_seconds': total,
+    'part_seconds': dict(seconds),
+  }
 
 
 def run_noise_study(
@@ -517,9 +650,10 @@ def run_noise_study(
   batch_sizes: Sequence[int] = BATCH_SIZES,
 ) -> dict:
   """Runs the study (resuming what ``out`` holds); returns ``cells``,
-  ``markdown``, ``wall_seconds`` and the paths written. ``epochs``,
-  ``steps_cap`` (steps per epoch), ``models`` and ``batch_sizes`` shrink it
-  for smoke runs."""
+  ``markdown``, ``wall_seconds`` and the paths written. ``epochs`` (at
+  batch :data:`REFERENCE_BATCH`; larger batches get the same steps),
+  ``steps_cap`` (steps per epoch), ``models`` and ``batch_sizes`` shrink or
+  widen it."""
   reporter = reporter or progress_lib.Progress()
   start = time.perf_counter()
   cells, seconds = [], {}
@@ -539,6 +673,7 @@ def run_noise_study(
         )
       )
       seconds[f'{model.upper()} {batch}'] = time.perf_counter() - t
+  adjust(cells)
   total = time.perf_counter() - start
   text = markdown(cells, seconds, total)
   paths = {
@@ -548,16 +683,9 @@ def run_noise_study(
   }
   with open(paths['markdown'], 'w') as f:
     f.write(text)
-  reporting.write_json(
-    paths['json'],
-    {
-      'cells': [{k: v for k, v in c.items()} for c in cells],
-      'wall_seconds': total,
-      'part_seconds': seconds,
-    },
-  )
+  reporting.write_json(paths['json'], published(cells, seconds, total))
   if plot:
-    map_figure(cells).savefig(paths['png'], dpi=100)
+    map_figure(cells).savefig(os.path.join(out, 'noise_study.png'), dpi=100)
   elif os.path.exists(os.path.join(out, 'noise_study.png')):
     os.remove(os.path.join(out, 'noise_study.png'))
   print(text)

@@ -79,7 +79,7 @@ def curves_figure(
         marker='o',
         markersize=3,
         markevery=max(1, len(epochs) // 25),
-        label=opt_lib.LABELS.get(name, name),
+        label=opt_lib.label(name),
       )
       ax.fill_between(
         epochs,
@@ -155,7 +155,7 @@ def final_errors_figure(
       markeredgewidth=2,
       label=reference_label,
     )
-  ax.set_xticks(x, [opt_lib.LABELS.get(n, n) for n in names])
+  ax.set_xticks(x, [opt_lib.label(n) for n in names])
   ax.set_ylabel('test error %')
   ax.grid(axis='y', alpha=0.3)
   ax.legend(fontsize=8)
@@ -183,7 +183,7 @@ def grid_figure(grid: Mapping[str, Mapping], *, title: str = '') -> Figure:
       errors,
       marker='o',
       markersize=4,
-      label=opt_lib.LABELS.get(name, name),
+      label=opt_lib.label(name),
     )
     picked = errors[lrs.index(search['picked'])]
     ax.plot(

@@ -69,13 +69,15 @@ class ResultsFile:
     self.resumed = 0
     if folder is None:
       return
+    json_path = os.path.join(folder, self.stem + '.json')
     if overwrite:
-      for path in (self.json_path, self.png_path, self.checkpoint_path):
+      for suffix in ('.json', '.png', '.checkpoint.npz'):
+        path = os.path.join(folder, self.stem + suffix)
         if os.path.exists(path):
           os.remove(path)
-    elif os.path.exists(self.json_path):
+    elif os.path.exists(json_path):
       try:
-        with open(self.json_path) as f:
+        with open(json_path) as f:
           saved = json.load(f)
       except (OSError, ValueError) as e:
         raise ValueError(
@@ -152,5 +154,6 @@ class ResultsFile:
     self.save()
 
   def save(self) -> None:
-    if self.folder is not None:
-      reporting.write_json(self.json_path, self.content)
+    path = self.json_path
+    if path is not None:
+      reporting.write_json(path, self.content)

@@ -10,17 +10,13 @@ import dataclasses
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from benchmarks.comparison import data as data_lib
 from benchmarks.comparison import models as models_lib
 from benchmarks.comparison import optimizers as opt_lib
 
-DATASET_DEFAULTS = {
-  'mnist1d': {'model': 'cnn', 'epochs': 60, 'batch_size': 100},
-  'digits': {'model': 'mlp', 'epochs': 30, 'batch_size': 64},
-  'cifar10': {'model': 'resnet18', 'epochs': 200, 'batch_size': 128},
-}
+_T = TypeVar('_T')
 ARRAY_DEFAULTS = {'epochs': 10, 'batch_size': 128}
 DEFAULT_OUT = os.path.join('results', 'comparison')
 
@@ -64,11 +60,18 @@ def _float(
   return value
 
 
+def _required(field: str, value: _T | None) -> _T:
+  if value is None:
+    raise SettingsError(field, 'is unset: call Settings.resolved() first')
+  return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """Everything that defines a comparison (see docs/comparison.md).
 
-  ``None`` means the data set's default (:data:`DATASET_DEFAULTS`).
+  ``None`` means the data set's default (its :class:`data.DatasetSpec`;
+  :data:`ARRAY_DEFAULTS` for your own arrays).
   """
 
   data: str | data_lib.Dataset = 'mnist1d'
@@ -87,7 +90,7 @@ class Settings:
   lr_grid: int = 0
   lr_grid_ratio: float = 2.0
   max_grid_extensions: int = 3
-  grid_seeds: int = 3
+  grid_seeds: int = 4
   validation_fraction: float | None = None
   b0_sweep: Sequence[float] | None = None
   data_dir: str | None = None
@@ -96,6 +99,21 @@ class Settings:
   plot: bool = True
   progress: bool | None = None
   checkpoint_every_s: float = 120.0
+
+  @property
+  def epoch_count(self) -> int:
+    """``epochs`` of resolved settings."""
+    return _required('epochs', self.epochs)
+
+  @property
+  def batch(self) -> int:
+    """``batch_size`` of resolved settings."""
+    return _required('batch_size', self.batch_size)
+
+  @property
+  def holdout(self) -> float:
+    """``validation_fraction`` of resolved settings that hold one out."""
+    return _required('validation_fraction', self.validation_fraction)
 
   @property
   def dataset_name(self) -> str:
@@ -107,18 +125,21 @@ class Settings:
     Raises:
       SettingsError: the first value out of range.
     """
-    d = (
-      DATASET_DEFAULTS.get(self.data)
-      if isinstance(self.data, str)
-      else (ARRAY_DEFAULTS)
-    )
-    if d is None:
-      raise SettingsError(
-        'data',
-        f'must be one of '
-        f'{", ".join(data_lib.DATASETS)} or arrays, got '
-        f'{self.data!r}',
-      )
+    if isinstance(self.data, str):
+      if self.data not in data_lib.SPECS:
+        raise SettingsError(
+          'data',
+          f'must be one of {", ".join(data_lib.SPECS)} or arrays, got '
+          f'{self.data!r}',
+        )
+      spec = data_lib.SPECS[self.data]
+      d = {
+        'model': spec.model,
+        'epochs': spec.epochs,
+        'batch_size': spec.batch_size,
+      }
+    else:
+      d = dict(ARRAY_DEFAULTS)
     model = self.model if self.model is not None else d.get('model')
     if model is None:
       raise SettingsError(
@@ -144,13 +165,13 @@ class Settings:
     if not optimizers:
       raise SettingsError(
         'optimizers',
-        f'must name at least one of {", ".join(opt_lib.OPTIMIZERS)}',
+        f'must name at least one of {", ".join(opt_lib.SPECS)}',
       )
     for name in optimizers:
-      if name not in opt_lib.OPTIMIZERS:
+      if name not in opt_lib.SPECS:
         raise SettingsError(
           'optimizers',
-          f'has unknown {name!r}; choose from {", ".join(opt_lib.OPTIMIZERS)}',
+          f'has unknown {name!r}; choose from {", ".join(opt_lib.SPECS)}',
         )
     if len(set(optimizers)) != len(optimizers):
       raise SettingsError('optimizers', f'names one twice: {optimizers}')
@@ -168,7 +189,7 @@ class Settings:
         raise SettingsError('hparams', f'is invalid: {e}') from e
       if (
         self.decay_per_step is not None
-        and name in opt_lib.DECOUPLED
+        and opt_lib.spec(name).decoupled
         and ('weight_decay' in overrides)
       ):
         raise SettingsError(
@@ -190,9 +211,12 @@ class Settings:
       sweep = tuple(_float('b0_sweep', v, 0.0) for v in self.b0_sweep)
       if not sweep:
         raise SettingsError('b0_sweep', 'must hold at least one value')
-      if not {'pnm', 'adapnm'} & set(optimizers):
+      if not any(opt_lib.spec(n).pn for n in optimizers):
         raise SettingsError(
-          'b0_sweep', 'needs pnm or adapnm among the optimizers'
+          'b0_sweep',
+          'needs a positive-negative optimizer among the optimizers ('
+          + ', '.join(n for n, o in opt_lib.SPECS.items() if o.pn)
+          + ')',
         )
     lr_grid = _int('lr_grid', self.lr_grid, 0)
     fraction = self.validation_fraction
@@ -204,6 +228,18 @@ class Settings:
       )
     if self.out is not None and not isinstance(self.out, str):
       raise SettingsError('out', f'must be a folder path, got {self.out!r}')
+    for name in optimizers:
+      if 'lr' in hparams.get(name, {}):
+        continue
+      try:
+        opt_lib.default_hparams(
+          self.dataset_name,
+          model if isinstance(model, str) else None,
+          name,
+          arrays=not isinstance(self.data, str),
+        )
+      except opt_lib.MissingDefaultsError as e:
+        raise SettingsError('hparams', f'lacks an lr: {e}') from e
     steps = self.max_steps_per_epoch
     return dataclasses.replace(
       self,
@@ -250,7 +286,14 @@ class Settings:
     then the user's overrides, then ``lr``/``b0`` if given, then the per-step
     weight-decay matching."""
     model = self.model if isinstance(self.model, str) else None
-    hp = opt_lib.default_hparams(self.dataset_name, model, name)
+    given = (self.hparams or {}).get(name, {})
+    arrays = not isinstance(self.data, str)
+    if 'lr' in given and (
+      opt_lib.spec(name).defaults_for(self.dataset_name, model, arrays) is None
+    ):  # no registered defaults: the user's lr, weight decay 0
+      hp = {'weight_decay': 0.0, **opt_lib.spec(name).hparams, 'lr': 0.0}
+    else:
+      hp = opt_lib.default_hparams(self.dataset_name, model, name, arrays)
     if 'b0' in hp:
       hp['b0'] = self.b0
     hp.update((self.hparams or {}).get(name, {}))

@@ -1,16 +1,18 @@
 """The MNIST-1D study (``python -m benchmarks.comparison --study full``).
 
-Three comparisons, each resumable like any other run:
+Two comparisons under the protocol for noisy training (docs/comparison.md),
+each resumable like any other run: the ConvBase CNN and the 40-100-100-10
+MLP, every optimizer's lr picked from a grid of 5 (ratio 2, extended at the
+edges) on a validation split with 4 grid seeds, then 20 seeds at the picked
+lrs on the full training set. Each mean comes with its 95% t interval; each
+of the paired comparisons (PNM - SGD-M, AdaPNM - Adam, AdaPNM - AdamW per
+model) with its interval, its raw p-value and its Holm-adjusted p over the
+table (six comparisons), and the smallest difference the seeds could have
+detected.
 
-1. the ConvBase CNN: every optimizer's lr picked from a grid of 5 (ratio 2,
-   extended at the edges) on a validation split with 5 seeds, then 25 seeds
-   at the picked lrs on the full training set, paired statistics;
-2. the same for the 40-100-100-10 MLP;
-3. PNM on the CNN at its picked lr: b0 in 0, 1, 2, 3 at a fixed lr and at
-   the lr that keeps the mean step (``pnm_optax.b0_matched_learning_rate``).
-
-It prints README-ready Markdown (machine, versions, wall time per part) and
-writes it to ``<out>/mnist1d_study.md``.
+It prints Markdown (machine, versions, wall time per part), writes it to
+``<out>/mnist1d_study.md``, and writes the numbers the docs are generated
+from to ``<out>/full_study.json``.
 """
 
 import json
@@ -19,90 +21,132 @@ import time
 
 import numpy as np
 
-from benchmarks.comparison import api
+from benchmarks.common import reporting
+from benchmarks.comparison import api, statistics, tables
 from benchmarks.comparison import progress as progress_lib
 from benchmarks.comparison import settings as settings_lib
 
+MODELS = ('cnn', 'mlp')
 GRID_POINTS = 5
-GRID_SEEDS = 5
-B0_VALUES = (0.0, 1.0, 2.0, 3.0)
+GRID_SEEDS = 4
+MAX_EXTENSIONS = 2
+SEEDS = 20
+EPOCHS = 30
 
 
 def run_study(
   out: str,
-  seeds: int = 25,
+  seeds: int = SEEDS,
   overwrite: bool = False,
   plot: bool = True,
   reporter: progress_lib.Progress | None = None,
+  epochs: int = EPOCHS,
+  steps_cap: int | None = None,
 ) -> dict:
-  """Runs the study; returns ``{'cnn', 'mlp', 'b0': results, 'markdown'}``."""
+  """Runs the study; returns ``{'cnn', 'mlp': results, 'markdown',
+  'published', 'wall_seconds'}``. ``epochs`` and ``steps_cap`` (steps per
+  epoch) shrink it for smoke runs."""
   reporter = reporter or progress_lib.Progress()
   start = time.perf_counter()
-  common = dict(
-    data='mnist1d', seeds=seeds, out=out, overwrite=overwrite, plot=plot
-  )
   parts, seconds = {}, {}
-  for model in ('cnn', 'mlp'):
+  for model in MODELS:
     t = time.perf_counter()
     reporter.message(
-      f'== MNIST-1D {model}: lr grids on validation, then {seeds} seeds'
+      f'== MNIST-1D {model}: lr grids on validation ({GRID_SEEDS} seeds per '
+      f'point), then {seeds} seeds'
     )
     parts[model] = api.prepare(
       settings_lib.Settings(
-        model=model, lr_grid=GRID_POINTS, grid_seeds=GRID_SEEDS, **common
+        data='mnist1d',
+        model=model,
+        lr_grid=GRID_POINTS,
+        grid_seeds=GRID_SEEDS,
+        max_grid_extensions=MAX_EXTENSIONS,
+        seeds=seeds,
+        epochs=epochs,
+        max_steps_per_epoch=steps_cap,
+        out=out,
+        overwrite=overwrite,
+        plot=plot,
       ).resolved(),
       reporter,
     ).run()
     seconds[model] = time.perf_counter() - t
-  t = time.perf_counter()
-  reporter.message(f'== MNIST-1D cnn: PNM b0 sweep, {seeds} seeds')
-  picked = parts['cnn']['hparams']['pnm']['lr']
-  parts['b0'] = api.prepare(
-    settings_lib.Settings(
-      model='cnn',
-      optimizers=('pnm',),
-      hparams={'pnm': {'lr': picked}},
-      b0_sweep=B0_VALUES,
-      **common,
-    ).resolved(),
-    reporter,
-  ).run()
-  seconds['b0'] = time.perf_counter() - t
+  # Holm over the whole table: both models' comparisons are one family.
+  pairs = [p for m in MODELS for p in parts[m]['paired']]
+  for pair, adjusted in zip(
+    pairs, statistics.holm([p['p_value'] for p in pairs])
+  ):
+    pair['p_holm'] = adjusted
   total = time.perf_counter() - start
-  markdown = _markdown(parts, seconds, total, seeds, _seed_costs(out, parts))
+  data = published(parts, seconds, total, _seed_costs(parts))
+  markdown = _markdown(data)
   path = os.path.join(out, 'mnist1d_study.md')
   with open(path, 'w') as f:
     f.write(markdown)
+  json_path = os.path.join(out, 'full_study.json')
+  reporting.write_json(json_path, data)
   print(markdown)
-  print(f'wrote {path}')
-  return {**parts, 'markdown': markdown, 'wall_seconds': total}
+  print(f'wrote {path} and {json_path}')
+  return {
+    **parts,
+    'markdown': markdown,
+    'published': data,
+    'wall_seconds': total,
+  }
 
 
-def _seed_costs(out: str, parts: dict) -> str:
-  """Median milliseconds per seed and step of the CNN's configurations with
-  few seeds (the grid) and with all seeds (the final runs), compile epochs
-  left out: what training the seeds side by side costs."""
+def published(
+  parts: dict, seconds: dict, total: float, seed_costs: dict
+) -> dict:
+  """What ``full_study.json`` keeps: per model the settings, picked
+  hyperparameters, summaries (per-seed errors, intervals, convergence),
+  paired comparisons and grids; no curves."""
+  models = {}
+  for model in MODELS:
+    r = parts[model]
+    s = r['settings']
+    models[model] = {
+      'epochs': s.epochs,
+      'batch_size': s.batch_size,
+      'seeds': s.seeds,
+      'grid_seeds': s.grid_seeds,
+      'grid_points': s.lr_grid,
+      'hparams': r['hparams'],
+      'summary': r['summary'],
+      'paired': r['paired'],
+      'grid': r['grid'],
+      'tables': r['tables'],
+    }
+  return {
+    'study': 'full',
+    'environment': parts[MODELS[0]]['environment'],
+    'models': models,
+    'wall_seconds': total,
+    'part_seconds': seconds,
+    'seed_costs_ms': seed_costs,
+  }
+
+
+def _seed_costs(parts: dict) -> dict:
+  """Median milliseconds per seed and step of the CNN's configurations, by
+  the number of seeds trained side by side, compile epochs left out."""
   with open(parts['cnn']['json_path']) as f:
     configurations = json.load(f)['configurations'].values()
-  del out
-  costs = {}
+  costs: dict[int, list[float]] = {}
   for c in configurations:
     steps = c['steps_per_epoch']
     per_step = [
       1e3 * s / len(c['seeds']) / steps for s in c['epoch_seconds'][1:]
     ]
     costs.setdefault(len(c['seeds']), []).extend(per_step)
-  return '; '.join(
-    f'{n} seeds side by side: {np.median(v):.3f} ms per seed and step'
-    for n, v in sorted(costs.items())
-  )
+  return {str(n): float(np.median(v)) for n, v in sorted(costs.items()) if v}
 
 
-def _markdown(
-  parts: dict, seconds: dict, total: float, seeds: int, seed_costs: str
-) -> str:
-  env = parts['cnn']['environment']
+def _markdown(data: dict) -> str:
+  env = data['environment']
   v = env['versions']
+  seconds = data['part_seconds']
   lines = [
     '# MNIST-1D study',
     '',
@@ -112,43 +156,30 @@ def _markdown(
     f'Versions: Python {v["python"]}, jax {v["jax"]}, flax {v["flax"]}, '
     f'optax {v["optax"]}, numpy {v["numpy"]}, pnm_optax {v["pnm_optax"]}; '
     f'commit {env["git_commit"]}; {env["timestamp_utc"]}.',
-    f'Wall time: {total:.0f} s in all (CNN {seconds["cnn"]:.0f} s, MLP '
-    f'{seconds["mlp"]:.0f} s, b0 sweep {seconds["b0"]:.0f} s).',
-    f'CNN, batch 100 (median over epochs after the first): {seed_costs}.',
+    f'Wall time: {data["wall_seconds"]:.0f} s in all (CNN '
+    f'{seconds["cnn"]:.0f} s, MLP {seconds["mlp"]:.0f} s).',
   ]
   for model, title in (
     ('cnn', 'ConvBase CNN (5,210 parameters)'),
     ('mlp', 'MLP 40-100-100-10 (15,210 parameters)'),
   ):
-    r = parts[model]
-    epochs = r['settings'].epochs
+    m = data['models'][model]
     lines += [
       '',
       f'## {title}',
       '',
-      f'Test error % after {epochs} epochs, mean +- std over {seeds} '
-      'seeds, at the learning rates picked on the validation split:',
+      f'Test error % after {m["epochs"]} epochs over {m["seeds"]} seeds, at '
+      'the learning rates picked on the validation split:',
       '',
-      r['tables']['results'],
+      m['tables']['results'],
       '',
       'Paired by seed (difference in points; negative: PNM/AdaPNM lower '
-      'error):',
+      'error; Holm over both models):',
       '',
-      r['tables']['paired'],
+      tables.paired_table(m['paired']),
       '',
-      'Validation error % per learning rate (5 seeds each):',
+      f'Validation error % per learning rate ({m["grid_seeds"]} seeds each):',
       '',
-      r['tables']['grid'],
+      m['tables']['grid'],
     ]
-  lines += [
-    '',
-    '## b0: noise at a fixed lr and at a matched mean step',
-    '',
-    'PNM on the CNN; the matched lr is the picked lr times '
-    'n(b0)/n(1), n(b0) = sqrt((1+b0)^2+b0^2), so the mean step stays '
-    'that of b0 = 1 and only the noise changes:',
-    '',
-    parts['b0']['tables']['b0'],
-    '',
-  ]
-  return '\n'.join(lines)
+  return '\n'.join(lines) + '\n'

@@ -75,10 +75,10 @@ class History:
   )
   epoch_seconds: list = dataclasses.field(default_factory=list)
   learning_rate: list = dataclasses.field(default_factory=list)
-  diverged_at: list = None
+  diverged_at: list = dataclasses.field(default_factory=list)
 
   def __post_init__(self):
-    if self.diverged_at is None:
+    if not self.diverged_at:
       self.diverged_at = [None] * len(self.seeds)
 
   @property
@@ -247,7 +247,8 @@ class Trainer:
       }
       return (params, rest, opt_state), metrics
 
-    return jax.vmap(one_seed)(*state, keys)
+    params, rest, opt_state = state
+    return jax.vmap(one_seed)(params, rest, opt_state, keys)
 
   def _initial_params(self, seeds: tuple):
     """Stacked (params, rest) of the seeds' models (cached: the same for
@@ -362,7 +363,10 @@ class Trainer:
       history.metrics[k].append(values.tolist())
     history.epoch_seconds.append(seconds)
     history.learning_rate.append(
-      hp['lr'] * float(self.multiplier(epoch * self.steps_per_epoch))
+      hp['lr']
+      * float(
+        np.asarray(self.multiplier(epoch * self.steps_per_epoch), np.float64)
+      )
     )
 
 

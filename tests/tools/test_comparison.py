@@ -97,11 +97,14 @@ def results_files(folder):
     (['--lr-grid', '-1'], '--lr-grid must be an integer >= 0'),
     (['--lr-grid-ratio', '1'], '--lr-grid-ratio must lie in (1, inf)'),
     (['--b0-sweep', '0,x'], '--b0-sweep must be comma-separated numbers'),
-    (['--b0-sweep', '1', '--optimizers', 'sgdm'], 'needs pnm or adapnm'),
+    (
+      ['--b0-sweep', '1', '--optimizers', 'sgdm'],
+      'needs a positive-negative optimizer among the optimizers (pnm, adapnm)',
+    ),
     (['--checkpoint-every', '-1'], '--checkpoint-every must lie in [0,'),
     (['--epochs', 'x'], "argument --epochs: invalid int value: 'x'"),
     (['--schedule', 'linear'], 'argument --schedule: invalid choice'),
-    (['--study', 'full', '--epochs', '3'], 'drop --epochs'),
+    (['--study', 'full', '--batch-size', '3'], 'drop --batch-size'),
     (['--study', 'full', '--seeds', '1'], '--seeds must be >= 2'),
   ],
 )
@@ -550,7 +553,16 @@ def test_api_lr_grid_and_b0_sweeps_in_memory():
       grid['picked'] * n(e['b0']) / n(1.0)
     )
     assert e['matched']['hparams']['b0'] == e['b0']
+    # with a grid, each b0 also gets its own lr, from a grid centred on the
+    # matched one
+    assert e['tuned']['lr'] == e['grid']['picked']
+    assert e['tuned']['hparams']['b0'] == e['b0']
+    assert any(
+      p['lr'] == pytest.approx(e['matched']['lr'], rel=1e-5)
+      for p in e['grid']['grid']
+    )
   assert 'matched mean step' in result['tables']['b0']
+  assert 'own lr' in result['tables']['b0']
 
 
 def test_decay_per_step_matches_lr_times_weight_decay():
@@ -560,7 +572,7 @@ def test_decay_per_step_matches_lr_times_weight_decay():
   for name, lr in (
     ('pnm', 0.5),
     ('adamw', 2e-3),
-    ('adapnm', opt_lib.MNIST1D_HPARAMS['cnn']['adapnm']['lr']),
+    ('adapnm', opt_lib.default_hparams('mnist1d', 'cnn', 'adapnm')['lr']),
   ):
     hp = s.hparams_for(name)
     assert hp['lr'] * hp['weight_decay'] == pytest.approx(5e-4)
