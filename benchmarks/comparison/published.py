@@ -295,6 +295,40 @@ def _buffers_sentence(cell: Mapping) -> str:
   return f'Against SGD-M on the {model}: ' + '; '.join(parts) + '.'
 
 
+def _b0_summary(cell: Mapping) -> str:
+  """One short sentence per model: which b0 > 0 moved the error against
+  b0 = 0 after the correction, and the size the others could have shown."""
+  model = MODEL_NAMES[cell['model']]
+  found, none = [], []
+  for b0 in noise.B0_VALUES[1:]:
+    pair = noise.find_pair(cell, noise.pnm_arm(b0), noise.pnm_arm(0.0))
+    (found if significant(pair) else none).append((b0, pair))
+  parts = [
+    f'b0 = {b0:g}: {_pts(pair["mean"])} points '
+    f'{_ci(pair["ci_low"], pair["ci_high"])}, Holm p = {_p(pair["p_holm"])}'
+    for b0, pair in found
+  ]
+  if none:
+    detect = max(pair['detectable'] for _, pair in none)
+    parts.append(
+      'no detectable difference for b0 = '
+      + ', '.join(f'{b0:g}' for b0, _ in none)
+      + f' (these seeds detect about {_pts(detect, False)} points)'
+    )
+  return f'{model}: ' + '; '.join(parts) + '.'
+
+
+def noise_summary() -> str:
+  """README's short form of :func:`noise_conclusion`."""
+  cells = _cells()
+  seeds = cells[0]['paired'][0]['n']
+  return (
+    'On MNIST-1D (each b0 at its own learning rate, '
+    f'{seeds} seeds, test error against b0 = 0 with 95% CI): '
+    + ' '.join(_b0_summary(c) for c in cells)
+  )
+
+
 def noise_conclusion() -> str:
   cells = _cells()
   lines = [_b0_sentence(c) for c in cells]
@@ -436,6 +470,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
   'comparison-machine': comparison_machine,
   'noise-headline': noise_headline,
   'noise-conclusion': noise_conclusion,
+  'noise-summary': noise_summary,
   'noise-decomposition': noise_decomposition,
   'noise-paired': noise_paired,
   'noise-matched': noise_matched,
