@@ -46,9 +46,20 @@ def _add_decayed_weights(
     decayed, state = decay.update(updates, state, params)
     if callable(weight_decay):
       # A schedule's value is a float32 array, which would promote half
-      # precision updates; keep the dtype a number gives.
+      # precision updates; keep the dtype a number gives: the gradient's
+      # promoted with the parameter's where decayed, the gradient's where
+      # the mask leaves the leaf out.
+      flags = mask(params) if callable(mask) else mask
+      if flags is None:
+        flags = jax.tree.map(lambda _: True, updates)
       decayed = jax.tree.map(
-        lambda u, g, p: u.astype(jnp.promote_types(g.dtype, p.dtype)),
+        lambda m, u, g, p: jax.tree.map(
+          lambda u, g, p: u.astype(jnp.result_type(g, p)) if m else u,
+          u,
+          g,
+          p,
+        ),
+        flags,
         decayed,
         updates,
         params,
@@ -74,6 +85,7 @@ def _with_weight_decay(
   _checks.check_choice(
     'weight_decay_mode', weight_decay_mode, _WEIGHT_DECAY_MODES
   )
+  _checks.check_mask(mask)
   decay = _add_decayed_weights(weight_decay, mask)
   steps = (scale, decay) if weight_decay_mode == 'decoupled' else (decay, scale)
   return optax.chain(*steps, optax.scale_by_learning_rate(learning_rate))
