@@ -44,7 +44,7 @@ def _add_decayed_weights(
         'at None for no weight decay.'
       )
     decayed, state = decay.update(updates, state, params)
-    if callable(weight_decay):
+    if callable(weight_decay) and params is not None:
       # A schedule's value is a float32 array, which would promote half
       # precision updates; keep the dtype a number gives: the gradient's
       # promoted with the parameter's where decayed, the gradient's where
