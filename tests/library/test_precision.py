@@ -59,6 +59,15 @@ def test_half_precision_tracks_float32(name, dtype):
   reference = _displacement(make(lr), jnp.float32)
   error = helpers.rel_err(_displacement(make(lr), dtype), reference)
   assert error < TOLERANCE[dtype], error
+  # The float32 run itself is the float64 reference's.
+  start, grads = _problem()
+  ref = ReferencePNM(
+    [np.float64(start['b']), np.float64(start['w'])], adaptive=name == 'adapnm'
+  )
+  for g in grads:
+    ref.step([np.float64(g['b']), np.float64(g['w'])], lr)
+  moved = [p - s for p, s in zip(ref.params, (start['b'], start['w']))]
+  assert helpers.rel_err([reference['b'], reference['w']], moved) < 1e-4
 
 
 def test_float16_second_moments_would_underflow():
