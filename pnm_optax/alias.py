@@ -142,14 +142,18 @@ def pnm(
       decays with :math:`\beta_1^2` because it is written every other step.
       To schedule it, use :func:`optax.inject_hyperparams`.
     b0: positive-negative coefficient :math:`\beta_0 \geq 0` (finite), a
-      scalar or a schedule of the 0-based step count (the noise knob).
+      scalar or a schedule of the 0-based step count (the noise knob). A
+      schedule's value below 0 gives NaN updates, under :func:`jax.jit` and
+      op by op alike.
     weight_decay: decay rate :math:`\lambda` >= 0 (finite), a schedule, or
       ``None`` (the default) for no weight decay.
     weight_decay_mode: ``'decoupled'`` (the reference's default) or
       ``'l2'``.
     mask: a tree of booleans with the structure of (or a prefix of) the
       parameters, or a function of the parameters returning one, selecting
-      the leaves that are decayed, as in :func:`optax.adamw`.
+      the leaves that are decayed, as in :func:`optax.adamw`. Under
+      :func:`optax.inject_hyperparams` a function needs
+      ``static_args=('mask',)``; a single boolean is rejected.
     mu_dtype: dtype of the momentum buffers; ``None`` keeps the parameters'.
       Arithmetic runs in at least float32 either way. A real ``mu_dtype``
       with complex parameters is rejected by ``init``.
@@ -233,7 +237,8 @@ def adapnm(
     learning_rate: a scalar >= 0 (finite) or an :data:`optax.Schedule`.
     b1: momentum coefficient in [0, 1), a scalar.
     b2: second-moment decay in [0, 1), a scalar.
-    b0: positive-negative coefficient >= 0 (finite), a scalar or a schedule.
+    b0: positive-negative coefficient >= 0 (finite), a scalar or a schedule
+      (whose values below 0 give NaN updates).
     eps: :math:`\epsilon`, added to the denominator outside the square root
       (a scalar >= 0).
     eps_root: :math:`\bar\epsilon`, added inside the square root (a scalar
@@ -245,7 +250,8 @@ def adapnm(
     weight_decay_mode: ``'decoupled'`` (the reference's default) or
       ``'l2'``.
     mask: a tree of booleans (or a function of the parameters returning one)
-      selecting the leaves that are decayed.
+      selecting the leaves that are decayed (a function needs
+      ``static_args=('mask',)`` under :func:`optax.inject_hyperparams`).
     mu_dtype: dtype of the momentum buffers; ``None`` keeps the parameters'.
       A real ``mu_dtype`` with complex parameters is rejected by ``init``.
     nu_dtype: real dtype of the second moments; ``None`` keeps the

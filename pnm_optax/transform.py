@@ -260,7 +260,8 @@ def scale_by_pnm(
       step.
     b0: positive-negative coefficient :math:`\beta_0 \geq 0` (finite), a
       scalar or a schedule ``count -> b0`` (evaluated at the 0-based step
-      count) to anneal the noise.
+      count) to anneal the noise. A schedule's value below 0 gives NaN
+      directions (the buffers stay finite).
     mu_dtype: dtype of the momentum buffers; ``None`` keeps each parameter's
       dtype. Arithmetic runs in at least float32 either way. Complex
       parameters need a complex ``mu_dtype`` (or ``None``).
@@ -347,8 +348,8 @@ def scale_by_adapnm(
       default).
     mu_dtype: dtype of the momentum buffers; ``None`` keeps the parameters'.
       Complex parameters need a complex ``mu_dtype`` (or ``None``).
-    nu_dtype: real dtype of the second moments ``nu`` and ``nu_max``;
-      ``None`` keeps the parameters' real dtype, except float16, which gets
+    nu_dtype: real dtype of the second moments ``nu`` and ``nu_max``, which
+      also widens the arithmetic (as ``mu_dtype`` does); ``None`` keeps the parameters' real dtype, except float16, which gets
       float32: in float16 ``(1 - b2) g^2`` underflows for gradients below
       about 1e-2 and the steps grow far too large. bfloat16 has float32's
       range and is kept.
