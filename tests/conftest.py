@@ -1,11 +1,11 @@
 """Fixtures shared by the test modules (helpers are in ``tests/helpers.py``),
 and the hypothesis profiles.
 
-Hypothesis profiles: ``default`` (loaded here) runs a fixed, derandomized set
-of 30 drawn examples per property (and the explicit ones), so a run is repeatable and short; ``long``
-(``python -m pytest tests/library/test_properties.py
---hypothesis-profile=long``)
-draws 300 fresh examples per property.
+Hypothesis profiles: ``default`` (loaded here) runs a fixed, derandomized
+set of 30 drawn examples per property, beside the explicit ``@example``
+cases, so a run is repeatable and short; ``long`` (``python -m pytest
+tests/library/test_properties.py --hypothesis-profile=long``) draws 300 fresh
+examples per property.
 """
 
 import pathlib
