@@ -107,6 +107,11 @@ MUTANTS = {
     '      mu_odd=optax.tree.zeros_like(params, dtype=mu_dtype),\n      mu_even=optax.tree.zeros_like(params, dtype=mu_dtype),\n    )',
     '      mu_odd=optax.tree.zeros_like(params),\n      mu_even=optax.tree.zeros_like(params),\n    )',
   ),
+  'rounding_check_ignores_mu_dtype_adapnm': (
+    TRANSFORM,
+    '_compute_dtypes(params, mu_dtype, nu_dtype), b1=b1, b2=b2',
+    '_compute_dtypes(params, None, nu_dtype), b1=b1, b2=b2',
+  ),
   'rounding_check_ignores_nu_dtype': (
     TRANSFORM,
     '_compute_dtypes(params, mu_dtype, nu_dtype), b1=b1, b2=b2',

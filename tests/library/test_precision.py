@@ -173,9 +173,29 @@ def test_float64_nu_dtype_computes_in_float64():
     assert float(state.nu[0]) == pytest.approx(expected, rel=1e-14)
 
 
+def test_a_float64_momentum_accepts_b1_that_float32_rounds_to_one():
+  """PNM with mu_dtype=jnp.float64 under float32 parameters computes in
+  float64: b1 within 6e-8 of 1 is valid and taken exactly."""
+  with compat.enable_x64():
+    b1 = 1 - 1e-9
+    opt = pnm_optax.pnm(0.1, b1=b1, mu_dtype=jnp.float64)
+    rng = np.random.default_rng(0)
+    ref = ReferencePNM([np.zeros(4)], b1=b1)
+    params = jnp.zeros(4, jnp.float32)
+    state = opt.init(params)
+    for _ in range(4):
+      g = rng.normal(size=4).astype(np.float32)
+      before = ref.params[0].copy()
+      ref.step([g], 0.1)
+      updates, state = jax.jit(opt.update)(jnp.asarray(g), state)
+      assert helpers.rel_err(updates, ref.params[0] - before) <= 1e-6
+    with pytest.raises(ValueError, match='rounds to 1 in float32'):
+      pnm_optax.pnm(0.1, b1=b1).init(jnp.zeros(4, jnp.float32))
+
+
 @pytest.mark.parametrize('arg', ['mu_dtype', 'nu_dtype'])
 def test_a_float64_buffer_accepts_b_that_float32_rounds_to_one(arg):
-  """With a float64 buffer the step computes in float64, so b1 (mu_dtype) or
+  """With a float64 buffer AdaPNM computes in float64, so b1 (mu_dtype) or
   b2 (nu_dtype) within 6e-8 of 1 is valid and taken exactly."""
   with compat.enable_x64():
     b1, b2 = (1 - 1e-9, 0.99) if arg == 'mu_dtype' else (0.9, 1 - 1e-9)
