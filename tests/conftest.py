@@ -2,7 +2,7 @@
 and the hypothesis profiles.
 
 Hypothesis profiles: ``default`` (loaded here) runs a fixed, derandomized
-set of 30 drawn examples per property, beside the explicit ``@example``
+set of 24 drawn examples per property, beside the explicit ``@example``
 cases, so a run is repeatable and short; ``long`` (``python -m pytest
 tests/library/test_properties.py --hypothesis-profile=long``) draws 300 fresh
 examples per property.
@@ -18,7 +18,7 @@ from tests import helpers
 _SLOW_IS_FINE = [HealthCheck.too_slow, HealthCheck.data_too_large]
 settings.register_profile(
   'default',
-  max_examples=30,
+  max_examples=24,
   deadline=None,  # each example compiles its own step
   derandomize=True,
   database=None,

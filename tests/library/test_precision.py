@@ -227,6 +227,7 @@ def test_decay_schedule_keeps_the_dtypes_of_a_number(name, mask, mode):
     opt = make(
       0.1, weight_decay=weight_decay, mask=masks[mask], weight_decay_mode=mode
     )
-    updates, _ = jax.jit(opt.update)(grads, opt.init(params), params)
+    # Traced only (the dtypes are decided there): nothing to compile.
+    updates, _ = jax.eval_shape(opt.update, grads, opt.init(params), params)
     dtypes.append(jax.tree.map(lambda u: u.dtype.name, updates))
   assert dtypes[0] == dtypes[1] == {'w': 'float32', 'b': 'bfloat16'}
