@@ -117,3 +117,99 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
   """Raises ValueError unless ``value`` is one of ``choices``."""
   if value not in choices:
     raise ValueError(f'{name} must be one of {choices}, got {value!r}.')
+
+
+def check_rounding(dtypes, **values) -> None:
+  """Raises ValueError if a hyperparameter below 1 rounds to 1 in one of
+  ``dtypes``, the dtypes the step computes in (checked again when the step
+  is traced)."""
+  for dtype in dtypes:
+    for name, value in values.items():
+      check_below_one_in(name, value, dtype)
+
+
+def _name(path) -> str:
+  return jax.tree_util.keystr(path) or '(root)'
+
+
+def check_params(name: str, params) -> None:
+  """Raises ValueError for integer or boolean leaves, naming them."""
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    dtype = jnp.result_type(leaf)
+    if not jnp.issubdtype(dtype, jnp.inexact):
+      raise ValueError(
+        f'{name}: parameter {_name(path)} has '
+        f'dtype {dtype}; only floating-point and complex parameters can be '
+        'optimized. Leave integer and boolean leaves out, e.g. with '
+        'optax.masked(optimizer, mask) or optax.multi_transform('
+        "{'train': optimizer, 'frozen': optax.set_to_zero()}, labels)."
+      )
+
+
+def check_mu_dtype(name: str, params, mu_dtype) -> None:
+  """Raises ValueError for complex leaves with a real ``mu_dtype``, naming
+  them: a real buffer would drop the momentum's imaginary part."""
+  if mu_dtype is None or jnp.issubdtype(mu_dtype, jnp.complexfloating):
+    return
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    dtype = jnp.result_type(leaf)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+      raise ValueError(
+        f'{name}: parameter {_name(path)} is '
+        f'{dtype} but mu_dtype={mu_dtype} is real, which would drop the '
+        "momentum's imaginary part. Pass a complex mu_dtype (e.g. "
+        'jnp.complex64) or mu_dtype=None, or give the complex leaves their '
+        'own optimizer with optax.multi_transform.'
+      )
+
+
+def check_matches(name: str, updates, buffers) -> None:
+  """Raises ValueError if ``updates`` does not match the state's buffers."""
+  if jax.tree.structure(updates) != jax.tree.structure(buffers):
+    raise ValueError(
+      f'{name}: the updates tree does not match the optimizer state.\n'
+      f'  updates: {jax.tree.structure(updates)}\n'
+      f'  state:   {jax.tree.structure(buffers)}'
+    )
+  for (path, g), s in zip(
+    jax.tree_util.tree_flatten_with_path(updates)[0], jax.tree.leaves(buffers)
+  ):
+    if jnp.shape(g) != jnp.shape(s):
+      raise ValueError(
+        f'{name}: updates leaf {jax.tree_util.keystr(path)} has shape '
+        f'{jnp.shape(g)} but its optimizer state has shape {jnp.shape(s)}.'
+      )
+
+
+def canonical_dtype(name: str, dtype, real: bool = False):
+  """``jax.dtypes.canonicalize_dtype`` of an inexact dtype, or None."""
+  if dtype is None:
+    return None
+  dtype = jax.dtypes.canonicalize_dtype(dtype)
+  kind = jnp.floating if real else jnp.inexact
+  if not jnp.issubdtype(dtype, kind):
+    raise ValueError(
+      f'{name} must be a {"real " if real else ""}'
+      f'floating-point dtype or None, got {dtype}.'
+    )
+  return dtype
+
+
+def check_mask(mask: Any) -> None:
+  """Raises ValueError for a mask that is a single boolean or an array.
+
+  A callable mask given to ``optax.inject_hyperparams`` without
+  ``static_args=('mask',)`` is taken for a schedule and arrives here as its
+  value at the step count, ``False`` (or a traced array under ``jax.jit``):
+  weight decay would silently apply to no leaf.
+  """
+  if mask is None or callable(mask):
+    return
+  if isinstance(mask, (bool, np.bool_)) or isinstance(mask, jax.Array):
+    raise ValueError(
+      f'mask must be a tree of booleans or a function of the parameters '
+      f'returning one, got {mask!r}. For weight decay on every leaf pass '
+      'mask=None, for none weight_decay=None. Under optax.inject_hyperparams '
+      "a callable mask needs static_args=('mask',), else it is taken for a "
+      'schedule.'
+    )

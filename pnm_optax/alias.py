@@ -46,11 +46,22 @@ def _add_decayed_weights(
         'at None for no weight decay.'
       )
     decayed, state = decay.update(updates, state, params)
-    if callable(weight_decay):
+    if callable(weight_decay) and params is not None:
       # A schedule's value is a float32 array, which would promote half
-      # precision updates; keep the dtype a number gives.
+      # precision updates; keep the dtype a number gives: the gradient's
+      # promoted with the parameter's where decayed, the gradient's where
+      # the mask leaves the leaf out.
+      flags = mask(params) if callable(mask) else mask
+      if flags is None:
+        flags = jax.tree.map(lambda _: True, updates)
       decayed = jax.tree.map(
-        lambda u, g, p: u.astype(jnp.promote_types(g.dtype, p.dtype)),
+        lambda m, u, g, p: jax.tree.map(
+          lambda u, g, p: u.astype(jnp.result_type(g, p)) if m else u,
+          u,
+          g,
+          p,
+        ),
+        flags,
         decayed,
         updates,
         params,
@@ -76,6 +87,7 @@ def _with_weight_decay(
   _checks.check_choice(
     'weight_decay_mode', weight_decay_mode, _WEIGHT_DECAY_MODES
   )
+  _checks.check_mask(mask)
   decay = _add_decayed_weights(weight_decay, mask)
   steps = (scale, decay) if weight_decay_mode == 'decoupled' else (decay, scale)
   return optax.chain(*steps, optax.scale_by_learning_rate(learning_rate))
@@ -132,14 +144,18 @@ def pnm(
       decays with :math:`\beta_1^2` because it is written every other step.
       To schedule it, use :func:`optax.inject_hyperparams`.
     b0: positive-negative coefficient :math:`\beta_0 \geq 0` (finite), a
-      scalar or a schedule of the 0-based step count (the noise knob).
+      scalar or a schedule of the 0-based step count (the noise knob). A
+      schedule's value below 0 gives NaN updates, under :func:`jax.jit` and
+      op by op alike.
     weight_decay: decay rate :math:`\lambda` >= 0 (finite), a schedule, or
       ``None`` (the default) for no weight decay.
     weight_decay_mode: ``'decoupled'`` (the reference's default) or
       ``'l2'``.
     mask: a tree of booleans with the structure of (or a prefix of) the
       parameters, or a function of the parameters returning one, selecting
-      the leaves that are decayed, as in :func:`optax.adamw`.
+      the leaves that are decayed, as in :func:`optax.adamw`. Under
+      :func:`optax.inject_hyperparams` a function needs
+      ``static_args=('mask',)``; a single boolean is rejected.
     mu_dtype: dtype of the momentum buffers; ``None`` keeps the parameters'.
       Arithmetic runs in at least float32 either way. A real ``mu_dtype``
       with complex parameters is rejected by ``init``.
@@ -223,7 +239,8 @@ def adapnm(
     learning_rate: a scalar >= 0 (finite) or an :data:`optax.Schedule`.
     b1: momentum coefficient in [0, 1), a scalar.
     b2: second-moment decay in [0, 1), a scalar.
-    b0: positive-negative coefficient >= 0 (finite), a scalar or a schedule.
+    b0: positive-negative coefficient >= 0 (finite), a scalar or a schedule
+      (whose values below 0 give NaN updates).
     eps: :math:`\epsilon`, added to the denominator outside the square root
       (a scalar >= 0).
     eps_root: :math:`\bar\epsilon`, added inside the square root (a scalar
@@ -235,7 +252,8 @@ def adapnm(
     weight_decay_mode: ``'decoupled'`` (the reference's default) or
       ``'l2'``.
     mask: a tree of booleans (or a function of the parameters returning one)
-      selecting the leaves that are decayed.
+      selecting the leaves that are decayed (a function needs
+      ``static_args=('mask',)`` under :func:`optax.inject_hyperparams`).
     mu_dtype: dtype of the momentum buffers; ``None`` keeps the parameters'.
       A real ``mu_dtype`` with complex parameters is rejected by ``init``.
     nu_dtype: real dtype of the second moments; ``None`` keeps the

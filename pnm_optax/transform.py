@@ -24,9 +24,11 @@ import jax.numpy as jnp
 import optax
 
 from pnm_optax import _checks
-from pnm_optax.step_size import noise_norm
 
 _INT32_MAX = jnp.iinfo(jnp.int32).max
+# A b0 below -_B0_ROUNDING epsilons of the compute dtype (-7.6e-6 in float32)
+# gives NaN updates: more negative than rounding a schedule's 0 can give.
+_B0_ROUNDING = 64
 
 
 class ScaleByPNMState(NamedTuple):
@@ -104,6 +106,16 @@ def _real(dtype) -> jnp.dtype:
   return jnp.finfo(dtype).dtype
 
 
+def _compute_dtypes(params, *buffer_dtypes) -> set:
+  """The real dtypes the step computes in for these parameters: each leaf's
+  dtype with the buffers' (``None`` for a buffer that keeps the leaf's),
+  at least float32."""
+  return {
+    _real(_compute_dtype(dtype, *(d or dtype for d in buffer_dtypes)))
+    for dtype in map(jnp.result_type, jax.tree.leaves(params))
+  }
+
+
 def _per_dtype(fn: Callable[[jnp.dtype], tuple]) -> Callable:
   """Memoises ``fn(real dtype)`` for one trace: scalars computed once."""
   cache = {}
@@ -117,49 +129,6 @@ def _per_dtype(fn: Callable[[jnp.dtype], tuple]) -> Callable:
   return get
 
 
-def _check_params(name: str, params) -> None:
-  """Raises ValueError for integer or boolean leaves, naming them."""
-  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    dtype = jnp.result_type(leaf)
-    if not jnp.issubdtype(dtype, jnp.inexact):
-      raise ValueError(
-        f'{name}: parameter {jax.tree_util.keystr(path) or "(root)"} has '
-        f'dtype {dtype}; only floating-point and complex parameters can be '
-        'optimized. Leave integer and boolean leaves out, e.g. with '
-        'optax.masked(optimizer, mask) or optax.multi_transform('
-        "{'train': optimizer, 'frozen': optax.set_to_zero()}, labels)."
-      )
-
-
-def _check_mu_dtype(name: str, params, mu_dtype) -> None:
-  """Raises ValueError for complex leaves with a real ``mu_dtype``, naming
-  them: a real buffer would drop the momentum's imaginary part."""
-  if mu_dtype is None or jnp.issubdtype(mu_dtype, jnp.complexfloating):
-    return
-  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    dtype = jnp.result_type(leaf)
-    if jnp.issubdtype(dtype, jnp.complexfloating):
-      raise ValueError(
-        f'{name}: parameter {jax.tree_util.keystr(path) or "(root)"} is '
-        f'{dtype} but mu_dtype={mu_dtype} is real, which would drop the '
-        "momentum's imaginary part. Pass a complex mu_dtype (e.g. "
-        'jnp.complex64) or mu_dtype=None, or give the complex leaves their '
-        'own optimizer with optax.multi_transform.'
-      )
-
-
-def _check_rounding(params, mu_dtype, **values) -> None:
-  """Raises ValueError if a hyperparameter below 1 rounds to 1 in a compute
-  dtype of these parameters (checked again when the step is traced)."""
-  dtypes = {
-    _real(_compute_dtype(dtype, mu_dtype or dtype))
-    for dtype in map(jnp.result_type, jax.tree.leaves(params))
-  }
-  for dtype in dtypes:
-    for name, value in values.items():
-      _checks.check_below_one_in(name, value, dtype)
-
-
 def _unzip(updates, out, n: int) -> tuple:
   """Splits ``out``, a tree of ``n``-tuples with ``updates``' structure, into
   ``n`` trees. Unlike ``jax.tree.transpose`` it accepts trees without leaves
@@ -168,24 +137,6 @@ def _unzip(updates, out, n: int) -> tuple:
   treedef = jax.tree.structure(updates)
   rows = treedef.flatten_up_to(out)
   return tuple(treedef.unflatten([row[i] for row in rows]) for i in range(n))
-
-
-def _check_matches(name: str, updates, buffers) -> None:
-  """Raises ValueError if ``updates`` does not match the state's buffers."""
-  if jax.tree.structure(updates) != jax.tree.structure(buffers):
-    raise ValueError(
-      f'{name}: the updates tree does not match the optimizer state.\n'
-      f'  updates: {jax.tree.structure(updates)}\n'
-      f'  state:   {jax.tree.structure(buffers)}'
-    )
-  for (path, g), s in zip(
-    jax.tree_util.tree_flatten_with_path(updates)[0], jax.tree.leaves(buffers)
-  ):
-    if jnp.shape(g) != jnp.shape(s):
-      raise ValueError(
-        f'{name}: updates leaf {jax.tree_util.keystr(path)} has shape '
-        f'{jnp.shape(g)} but its optimizer state has shape {jnp.shape(s)}.'
-      )
 
 
 class _PNCoefficients(NamedTuple):
@@ -216,7 +167,15 @@ def _pn_coefficients(count, b1, b0, dtype, scale=1.0) -> _PNCoefficients:
   _checks.check_below_one_in('b1', b1, dtype)
   b0 = jnp.asarray(b0(count) if callable(b0) else b0, dtype)
   beta = jnp.asarray(b1, dtype) ** 2
-  inv_norm = scale / noise_norm(b0)
+  # A b0 (a schedule's value, or a traced one) below 0 or not finite makes
+  # the step NaN, under jax.jit and op by op alike, so that
+  # optax.apply_if_finite can skip it (b0 = inf would give NaN anyway).
+  # Rounding may take a schedule that ends at 0 slightly below it (optax's
+  # linear_schedule gives -4.8e-8 under jit): that is _B0_ROUNDING.
+  b0_rounding = _B0_ROUNDING * jnp.finfo(dtype).eps
+  inv_norm = jnp.where(
+    b0 >= -b0_rounding, scale / jnp.sqrt((1 + b0) ** 2 + b0**2), jnp.nan
+  )
   pos, neg = (1 + b0) * inv_norm, b0 * inv_norm
   # The parity-dependent scalars are exact sums weighted by the one-hot
   # parity (one term times 1, the other times 0). XLA computes such a
@@ -238,16 +197,18 @@ def _pn_coefficients(count, b1, b0, dtype, scale=1.0) -> _PNCoefficients:
   )
 
 
-def _pn_leaf(g, mu_odd, mu_even, coefficients):
+def _pn_leaf(g, mu_odd, mu_even, coefficients, *wider):
   """One PN step on a leaf: ``(direction, mu_odd, mu_even)``.
 
-  Runs in at least float32 and stores each buffer in its own dtype. Each slot
+  Runs in at least float32, widened to the dtypes ``wider`` (e.g. a second
+  moment's), and stores each buffer in its own dtype. Each slot
   is ``select(odd, updated, unchanged)``, which leaves the untouched slot
   bitwise unchanged and, with the parity the same for every element, lets
   the compiled loop skip its arithmetic (``keep * mu + gain * g`` with
   per-step scalars costs 40% more time per step on CPU).
   """
-  dtype = _compute_dtype(g.dtype, mu_odd.dtype)
+  g = jnp.asarray(g)  # a Python number is a leaf too
+  dtype = _compute_dtype(g.dtype, mu_odd.dtype, *wider)
   c = coefficients(dtype)
   g, a, b = g.astype(dtype), mu_odd.astype(dtype), mu_even.astype(dtype)
   a = jax.lax.select_n(c.odd, a, c.beta * a + c.one_minus_beta * g)
@@ -261,22 +222,27 @@ def _nu_dtype_for(param_dtype, nu_dtype):
   widened to float32 for float16 (whose range loses ``(1 - b2) g^2``)."""
   if nu_dtype is not None:
     return nu_dtype
-  real = _real(param_dtype)
+  real = _real(jnp.result_type(param_dtype))
   return jnp.dtype(jnp.float32) if real == jnp.float16 else real
 
 
-def _canonical_dtype(name: str, dtype, real: bool = False):
-  """``jax.dtypes.canonicalize_dtype`` of an inexact dtype, or None."""
-  if dtype is None:
-    return None
-  dtype = jax.dtypes.canonicalize_dtype(dtype)
-  kind = jnp.floating if real else jnp.inexact
-  if not jnp.issubdtype(dtype, kind):
-    raise ValueError(
-      f'{name} must be a {"real " if real else ""}'
-      f'floating-point dtype or None, got {dtype}.'
-    )
-  return dtype
+class _AdaPNMScalars(NamedTuple):
+  """Per-step scalars of the AdaPNM step, in one dtype.
+
+  Attributes:
+    pn: the PN coefficients, with the bias corrections folded into the
+      direction's scale (``sqrt(1 - b2**t) / (1 - b1**t)``).
+    beta2: the second moment's decay ``b2``.
+    one_minus_beta2: ``1 - b2``.
+    eps_root_bc2: ``eps_root * (1 - b2**t)``, added to the second moment.
+    eps_sqrt_bc2: ``eps * sqrt(1 - b2**t)``, added to its square root.
+  """
+
+  pn: _PNCoefficients
+  beta2: jax.Array
+  one_minus_beta2: jax.Array
+  eps_root_bc2: jax.Array
+  eps_sqrt_bc2: jax.Array
 
 
 def scale_by_pnm(
@@ -296,7 +262,8 @@ def scale_by_pnm(
       step.
     b0: positive-negative coefficient :math:`\beta_0 \geq 0` (finite), a
       scalar or a schedule ``count -> b0`` (evaluated at the 0-based step
-      count) to anneal the noise.
+      count) to anneal the noise. A schedule's value below 0 gives NaN
+      directions (the buffers stay finite).
     mu_dtype: dtype of the momentum buffers; ``None`` keeps each parameter's
       dtype. Arithmetic runs in at least float32 either way. Complex
       parameters need a complex ``mu_dtype`` (or ``None``).
@@ -323,12 +290,12 @@ def scale_by_pnm(
   _checks.check_scalar('b0', b0, schedule=True)
   _checks.check_unit_interval('b1', b1)
   _checks.check_nonnegative('b0', b0, finite=True)
-  mu_dtype = _canonical_dtype('mu_dtype', mu_dtype)
+  mu_dtype = _checks.canonical_dtype('mu_dtype', mu_dtype)
 
   def init_fn(params):
-    _check_params('scale_by_pnm', params)
-    _check_mu_dtype('scale_by_pnm', params, mu_dtype)
-    _check_rounding(params, mu_dtype, b1=b1)
+    _checks.check_params('scale_by_pnm', params)
+    _checks.check_mu_dtype('scale_by_pnm', params, mu_dtype)
+    _checks.check_rounding(_compute_dtypes(params, mu_dtype), b1=b1)
     return ScaleByPNMState(
       count=jnp.zeros([], jnp.int32),
       mu_odd=optax.tree.zeros_like(params, dtype=mu_dtype),
@@ -337,7 +304,7 @@ def scale_by_pnm(
 
   def update_fn(updates, state, params=None):
     del params
-    _check_matches('scale_by_pnm', updates, state.mu_odd)
+    _checks.check_matches('scale_by_pnm', updates, state.mu_odd)
     coefficients = _per_dtype(
       lambda dtype: _pn_coefficients(state.count, b1, b0, dtype)
     )
@@ -383,8 +350,8 @@ def scale_by_adapnm(
       default).
     mu_dtype: dtype of the momentum buffers; ``None`` keeps the parameters'.
       Complex parameters need a complex ``mu_dtype`` (or ``None``).
-    nu_dtype: real dtype of the second moments ``nu`` and ``nu_max``;
-      ``None`` keeps the parameters' real dtype, except float16, which gets
+    nu_dtype: real dtype of the second moments ``nu`` and ``nu_max``, which
+      also widens the arithmetic (as ``mu_dtype`` does); ``None`` keeps the parameters' real dtype, except float16, which gets
       float32: in float16 ``(1 - b2) g^2`` underflows for gradients below
       about 1e-2 and the steps grow far too large. bfloat16 has float32's
       range and is kept.
@@ -419,8 +386,8 @@ def scale_by_adapnm(
   _checks.check_nonnegative('b0', b0, finite=True)
   _checks.check_nonnegative('eps', eps)
   _checks.check_nonnegative('eps_root', eps_root)
-  mu_dtype = _canonical_dtype('mu_dtype', mu_dtype)
-  nu_dtype = _canonical_dtype('nu_dtype', nu_dtype, real=True)
+  mu_dtype = _checks.canonical_dtype('mu_dtype', mu_dtype)
+  nu_dtype = _checks.canonical_dtype('nu_dtype', nu_dtype, real=True)
   eps_root_is_zero = _checks.is_zero(eps_root)
 
   def make_state(count, mu_odd, mu_even, nu, nu_max):
@@ -429,11 +396,13 @@ def scale_by_adapnm(
     return ScaleByAdaPNMNoAmsgradState(count, mu_odd, mu_even, nu)
 
   def init_fn(params):
-    _check_params('scale_by_adapnm', params)
-    _check_mu_dtype('scale_by_adapnm', params, mu_dtype)
-    _check_rounding(params, mu_dtype, b1=b1, b2=b2)
+    _checks.check_params('scale_by_adapnm', params)
+    _checks.check_mu_dtype('scale_by_adapnm', params, mu_dtype)
+    _checks.check_rounding(
+      _compute_dtypes(params, mu_dtype, nu_dtype), b1=b1, b2=b2
+    )
     nu = lambda: jax.tree.map(  # zeros_like keeps each leaf's sharding
-      lambda p: jnp.zeros_like(p, _nu_dtype_for(p.dtype, nu_dtype)), params
+      lambda p: jnp.zeros_like(p, _nu_dtype_for(p, nu_dtype)), params
     )
     return make_state(
       count=jnp.zeros([], jnp.int32),
@@ -445,7 +414,7 @@ def scale_by_adapnm(
 
   def update_fn(updates, state, params=None):
     del params
-    _check_matches('scale_by_adapnm', updates, state.nu)
+    _checks.check_matches('scale_by_adapnm', updates, state.nu)
 
     def scalars(dtype):
       """Per-step scalars. The bias corrections fold into the PN
@@ -457,33 +426,35 @@ def scale_by_adapnm(
       beta2 = jnp.asarray(b2, dtype)
       bc2 = 1 - beta2**t
       scale = jnp.sqrt(bc2) / (1 - jnp.asarray(b1, dtype) ** t)
-      return (
-        _pn_coefficients(state.count, b1, b0, dtype, scale),
-        beta2,
-        1 - beta2,
-        jnp.asarray(eps_root, dtype) * bc2,
-        jnp.asarray(eps, dtype) * jnp.sqrt(bc2),
+      return _AdaPNMScalars(
+        pn=_pn_coefficients(state.count, b1, b0, dtype, scale),
+        beta2=beta2,
+        one_minus_beta2=1 - beta2,
+        eps_root_bc2=jnp.asarray(eps_root, dtype) * bc2,
+        eps_sqrt_bc2=jnp.asarray(eps, dtype) * jnp.sqrt(bc2),
       )
 
     scalars = _per_dtype(scalars)
 
     def leaf(g, mu_odd, mu_even, nu, nu_max=None):
+      # The second moments widen the computation as the momentum's dtype
+      # does (e.g. nu_dtype=jnp.float64 under float32 parameters).
       scaled_direction, mu_odd, mu_even = _pn_leaf(
-        g, mu_odd, mu_even, lambda dtype: scalars(dtype)[0]
+        g, mu_odd, mu_even, lambda dtype: scalars(dtype).pn, nu.dtype
       )
       dtype = scaled_direction.dtype
-      _, beta2, one_minus_beta2, eps_root_bc2, eps_sqrt_bc2 = scalars(dtype)
+      s = scalars(dtype)
       real = _real(dtype)
-      g = g.astype(dtype)
+      g = jnp.asarray(g).astype(dtype)
       sq = jnp.real(g * jnp.conj(g)) if jnp.iscomplexobj(g) else g * g
-      nu_new = beta2 * nu.astype(real) + one_minus_beta2 * sq
+      nu_new = s.beta2 * nu.astype(real) + s.one_minus_beta2 * sq
       nu_hat = nu_new
       if nu_max is not None:
         nu_hat = jnp.maximum(nu_max.astype(real), nu_new)
         nu_max = nu_hat.astype(nu_max.dtype)
       if not eps_root_is_zero:  # skip `+ 0`, which XLA cannot fold here
-        nu_hat = nu_hat + eps_root_bc2
-      update = scaled_direction / (jnp.sqrt(nu_hat) + eps_sqrt_bc2)
+        nu_hat = nu_hat + s.eps_root_bc2
+      update = scaled_direction / (jnp.sqrt(nu_hat) + s.eps_sqrt_bc2)
       new = (update, mu_odd, mu_even, nu_new.astype(nu.dtype))
       return new + (nu_max,) if nu_max is not None else new
 

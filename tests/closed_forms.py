@@ -2,9 +2,11 @@ r"""Closed forms of what b0 does per step and summed over many steps.
 
 The closed forms below are derived from the algorithm's definition, not from
 ``pnm_optax``; :func:`weights_by_recursion` runs that recursion in float64 NumPy;
-``tests/library/test_noise.py`` checks the closed forms against it and
-``pnm_optax.scale_by_pnm`` against them (Monte Carlo), with tolerances of 5 standard
-errors of each estimate (one fixed seed, so every run is the same run).
+``tests/library/test_noise.py`` checks ``pnm_optax.scale_by_pnm`` against
+them (exactly, and by Monte Carlo with tolerances of 5 standard errors of each
+estimate, one fixed seed, so every run is the same run);
+``tests/test_closed_forms.py`` checks the forms that need no ``pnm_optax``
+(SGD-M's, the stability limit's roots, the numbers quoted in the docs).
 
 Model: per coordinate, gradients ``g_t = mu + sigma xi_t`` with ``xi_t``
 i.i.d. standard normal. PNM with ``beta = b1^2``, ``a = 1 + b0`` and
@@ -150,3 +152,46 @@ def weights_by_recursion(b0, b1, steps):
     m[t] = beta * m[t - 2] + (1 - beta) * eye[t - 1]
     u.append(((1 + b0) * m[t] - b0 * m[t - 1]) / n)
   return np.array(u), np.array([m[t] for t in range(1, steps + 1)])
+
+
+def stability_limit(b0):
+  """Largest lr_0 h (mean step times curvature) at which PNM at the matched
+  learning rate converges on h x^2 / 2."""
+  return 2 / (1 + 2 * b0)
+
+
+def largest_root(s, b0, b1):
+  """The largest root modulus of PNM's characteristic polynomial on
+  h x^2 / 2 at s = lr_0 h."""
+  beta = b1**2
+  poly = np.polyadd(
+    np.polymul([1, -1], [1, 0, -beta]),
+    s * (1 - beta) * np.array([1 + b0, -b0, 0]),
+  )
+  return np.max(np.abs(np.roots(poly)))
+
+
+def walsh_noise_ratio(b0):
+  """The noise norm from its definition, not its formula: how much the PN
+  combination ``(1 + b0) X - b0 Y`` of two independent buffers scales their
+  noise.
+
+  X and Y are two Walsh functions (rows of a Hadamard matrix): zero mean,
+  equal spread and zero sample correlation, exactly, so the ratio of the
+  standard deviations is the population value without sampling error.
+  """
+  n = 64
+  i = np.arange(n)
+  walsh = lambda k: (-1.0) ** np.array([bin(k & j).count('1') for j in i])
+  x, y = walsh(1), walsh(2)
+  return np.std((1 + b0) * x - b0 * y) / np.std(x)
+
+
+def se_var(var, samples):
+  """Standard error of a sample variance of Gaussian samples."""
+  return var * np.sqrt(2 / (samples - 1))
+
+
+def se_corr(rho, samples):
+  """Standard error of a sample correlation."""
+  return (1 - rho**2) / np.sqrt(samples - 3)

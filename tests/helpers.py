@@ -65,3 +65,24 @@ def digits(n: int | None = None):
   bunch = load_digits()
   x = (bunch.data[:n] / 16.0).astype(np.float32)
   return jnp.asarray(x), jnp.asarray(bunch.target[:n].astype(np.int32))
+
+
+def monte_carlo(tx, scale, key, mu, sigma, samples, steps):
+  """Runs ``tx`` on ``samples`` independent coordinates with gradients
+  ``mu + sigma * N(0, 1)`` for ``steps`` steps (one compiled loop):
+  ``(u_{T-2}, u_{T-1}, u_T, scale * D_T)`` per coordinate in float64, ``D_T``
+  the sum of the updates."""
+
+  def body(carry, k):
+    state, last, total = carry
+    grads = mu + sigma * jax.random.normal(k, (samples,))
+    updates, state = tx.update(grads, state)
+    return (state, (last[1], last[2], updates), total + updates), None
+
+  zeros = jnp.zeros(samples)
+  init = (tx.init(zeros), (zeros, zeros, zeros), zeros)
+  keys = jax.random.split(key, steps)
+  (_, last, total), _ = jax.jit(lambda: jax.lax.scan(body, init, keys))()
+  return [np.asarray(x, np.float64) for x in last] + [
+    scale * np.asarray(total, np.float64)
+  ]

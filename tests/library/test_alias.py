@@ -11,16 +11,18 @@ import pytest
 
 import pnm_optax
 from tests import compat
+from tests.helpers import rel_err
 from tests.reference import ReferencePNM
 
 # name -> (factory of the learning rate, lr for the parabola, for Rosenbrock)
 OPTIMIZERS = {
   'pnm': (pnm_optax.pnm, 0.02, 1e-3),
+  # The mask leaves the parabola's 1-D parameters out: no decay.
   'pnm_wd_mask': (
     functools.partial(
       pnm_optax.pnm,
       weight_decay=1e-3,
-      mask=lambda p: jax.tree.map(lambda x: x.ndim > 0, p),
+      mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p),
     ),
     0.02,
     1e-3,
@@ -50,6 +52,23 @@ ALIASES = {
 }
 
 
+def _reference(name, init):
+  """The float64 reference for ``ALIASES[name]()`` on 1-D parameters, and
+  its learning rate and weight decay at the 0-based step count."""
+  _, lr, _ = OPTIMIZERS[name]
+  adaptive = name.startswith('adapnm')
+  ref = ReferencePNM(
+    [np.asarray(x, np.float64) for x in init],
+    adaptive=adaptive,
+    amsgrad=name != 'adapnm_no_amsgrad',
+    decoupled=name != 'pnm_l2',
+    weight_decay=1e-3 if name == 'pnm_l2' else 0.0,  # the mask: 1-D is out
+  )
+  if name == 'pnm_wd_schedule':
+    return ref, lr, lambda count: 1e-2 * min(count, 1000) / 1000
+  return ref, lr, lambda count: None
+
+
 def _parabola():
   target = jnp.array([1.0, -1.0, 1.0])
   loss = lambda p: jnp.sum((p - target) ** 2)
@@ -66,7 +85,7 @@ def _decayed_parabola_minimum(name, target):
   ``g + wd p = 0``, ``p = 2 target / (2 + wd)``.
   """
   n = np.sqrt(5.0)
-  wd = {'pnm_wd_mask': 1e-3, 'pnm_l2': 1e-3, 'pnm_wd_schedule': 1e-2}
+  wd = {'pnm_l2': 1e-3, 'pnm_wd_schedule': 1e-2}
   if name not in wd:
     return target
   if name == 'pnm_l2':
@@ -93,8 +112,11 @@ def _minimise(opt, params, loss, steps):
   return params
 
 
-@pytest.mark.parametrize('name', ALIASES)
-@pytest.mark.parametrize('problem', ['parabola', 'rosenbrock'])
+@pytest.mark.parametrize(
+  'name,problem',
+  [(name, 'parabola') for name in ALIASES]
+  + [(name, 'rosenbrock') for name, o in OPTIMIZERS.items() if o[2]],
+)
 def test_minimises(name, problem):
   make, lr_parabola, lr_rosenbrock = OPTIMIZERS[name]
   if problem == 'parabola':
@@ -113,8 +135,6 @@ def test_minimises(name, problem):
       assert effect == 0 or effect > 4e-4
       np.testing.assert_allclose(params, minimum, rtol=0, atol=1e-5)
       return
-  elif lr_rosenbrock is None:
-    pytest.skip('no closed-form minimum')
   else:
     (params, target, loss), lr, steps, tol = (
       _rosenbrock(),
@@ -147,7 +167,25 @@ def test_inject_hyperparams_same_trajectory(adaptive):
       updates, state = update(jax.grad(loss)(p), state, p)
       p = optax.apply_updates(p, updates)
     trajectories.append(p)
-  chex.assert_trees_all_close(*trajectories, rtol=1e-6, atol=1e-7)
+  # Two programs (constants folded, or traced hyperparameters): equal to
+  # float32 rounding over 25 steps, not bitwise.
+  chex.assert_trees_all_close(*trajectories, rtol=1e-5, atol=1e-6)
+  # Both follow the float64 reference (gradients sin(2 w) and 4 b^3).
+  ref = ReferencePNM(
+    [np.asarray(params['b']), np.asarray(params['w'])],
+    adaptive=adaptive,
+    weight_decay=1e-2,
+  )
+  for count in range(25):
+    b, w = ref.params
+    ref.step(
+      [4 * b**3, np.sin(2 * w)],
+      0.05 * 0.5 ** (count / 10),
+      b0=1.5 - min(count, 20) / 20,
+    )
+  assert (
+    rel_err([trajectories[1]['b'], trajectories[1]['w']], ref.params) < 1e-5
+  )
   # The state holds the hyperparameters of the last (25th, count 24) step.
   assert float(state.hyperparams['learning_rate']) == pytest.approx(
     0.05 * 0.5**2.4, rel=1e-6
@@ -164,16 +202,20 @@ def test_multisteps_equals_mean_gradient(name):
   params = jnp.asarray(rng.normal(size=(5,)), jnp.float32)
   p_multi, s_multi = params, multi.init(params)
   p_plain, s_plain = params, opt.init(params)
+  ref, lr, wd_at = _reference(name, [params])
   # Jitted: MultiSteps runs a lax.cond per micro step, slow op by op.
   multi_update, plain_update = jax.jit(multi.update), jax.jit(opt.update)
-  for _ in range(3):  # three macro steps: both parity slots are exercised
+  for macro in range(3):  # three macro steps: both parity slots are used
     micro = [jnp.asarray(rng.normal(size=(5,)), jnp.float32) for _ in range(k)]
     for g in micro:
       u, s_multi = multi_update(g, s_multi, p_multi)
       p_multi = optax.apply_updates(p_multi, u)
     u, s_plain = plain_update(sum(micro) / k, s_plain, p_plain)
     p_plain = optax.apply_updates(p_plain, u)
-    np.testing.assert_allclose(p_multi, p_plain, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(p_multi, p_plain, rtol=1e-5, atol=1e-6)
+    mean = sum(np.asarray(g, np.float64) for g in micro) / k
+    ref.step([mean], lr, weight_decay=wd_at(macro))
+    assert rel_err(p_multi, ref.params[0]) < 1e-5
   assert not np.allclose(p_plain, params)
 
 
@@ -328,8 +370,12 @@ def test_vmap_over_independent_runs(adaptive):
   batched = jax.jit(jax.vmap(run, in_axes=(0, 1)))(params, grads)
   for i in range(3):
     np.testing.assert_allclose(
-      batched[i], run(params[i], grads[:, i]), rtol=1e-6, atol=1e-7
+      batched[i], run(params[i], grads[:, i]), rtol=1e-5, atol=1e-6
     )
+    ref = ReferencePNM([np.asarray(params[i])], adaptive=adaptive, b0=0.7)
+    for g in np.asarray(grads[:, i], np.float64):
+      ref.step([g], 0.05)
+    assert rel_err(batched[i], ref.params[0]) < 1e-5
 
 
 @pytest.mark.parametrize('name', ALIASES)
@@ -431,15 +477,28 @@ def test_mismatched_grads_raise(adaptive):
   ],
 )
 def test_update_without_params_when_decay_is_zero(name, kwargs):
-  """As optax.sgd and optax.adam: no params needed without weight decay."""
+  """As optax.sgd and optax.adam: no params needed without weight decay.
+
+  Under jit and op by op, with and without params: each is the reference's
+  step to float32 rounding (jit and eager need not agree bitwise: XLA may
+  fuse differently on each backend)."""
   make = getattr(pnm_optax, name)
   opt = make(0.1, **kwargs)
   params = {'w': jnp.ones(3)}
   grads = {'w': jnp.asarray([1.0, -2.0, 0.5])}
+  ref = ReferencePNM([np.ones(3)], adaptive=name == 'adapnm')
+  ref.step([np.asarray(grads['w'], np.float64)], 0.1)
+  expected = ref.params[0] - 1.0
   without, _ = jax.jit(opt.update)(grads, opt.init(params))
   with_params, _ = opt.update(grads, opt.init(params), params)
-  chex.assert_trees_all_equal(without, with_params)
-  assert bool(jnp.all(without['w'] * grads['w'] < 0))
+  # float32 rounding, amplified by the moments' condition numbers.
+  kappa = 1 / (1 - 0.9**2) + (1 / (1 - 0.9) + 1 / (1 - 0.999)) * (
+    name == 'adapnm'
+  )
+  for updates in (without, with_params):
+    np.testing.assert_allclose(
+      updates['w'], expected, rtol=16 * np.finfo(np.float32).eps * kappa
+    )
 
 
 @pytest.mark.parametrize('name', ['pnm', 'adapnm'])

@@ -426,3 +426,128 @@ def test_values_that_round_to_one_in_float32_raise(name, arg):
   # The largest value that works does work.
   largest = float(np.nextafter(np.float32(1), np.float32(0)))
   _build(name, **{arg: largest}).init(jnp.ones(2))
+
+
+# 6. Python numbers as leaves (as optax.adam takes them).
+
+
+@pytest.mark.parametrize('name', [*ALIASES, *TRANSFORMS])
+def test_python_number_leaves(name):
+  opt = _make(name, weight_decay=1e-2) if name in ALIASES else _make(name)
+  params = {'t': 1.0, 'w': jnp.ones(2)}
+  ref = _reference(
+    name, [np.ones(()), np.ones(2)], weight_decay=1e-2 * (name in ALIASES)
+  )
+  scale = -0.1 if name in TRANSFORMS else 1.0
+  state = opt.init(params)
+  for t in range(1, 4):
+    grads = {'t': 0.5 * t, 'w': jnp.full(2, -0.25 * t)}
+    before = [p.copy() for p in ref.params]
+    ref.step([np.asarray(0.5 * t), np.full(2, -0.25 * t)], 0.1)
+    updates, state = opt.update(grads, state, params)
+    delta = [a - b for a, b in zip(ref.params, before)]
+    got = [scale * _wide(updates['t']), scale * _wide(updates['w'])]
+    assert rel_err(got, delta) <= RTOL
+    params = optax.apply_updates(params, updates)
+
+
+# 7. A b0 schedule that goes below zero: NaN updates, under jit or not.
+
+
+@pytest.mark.parametrize('name', ALIASES)
+@pytest.mark.parametrize('jit', [False, True])
+def test_negative_b0_gives_nan_updates(name, jit):
+  """b0 = 1 - count: steps 1 and 2 run (b0 = 1, 0), step 3 (b0 = -1) is
+  NaN, op by op as under jax.jit. The buffers do not depend on b0 and stay
+  finite, so optax.apply_if_finite chained after the optimizer (it checks
+  what it is given) skips the step and training goes on."""
+  opt = _make(name, b0=lambda count: 1.0 - count)
+  params = jnp.ones(3)
+  update = jax.jit(opt.update) if jit else opt.update
+  state = opt.init(params)
+  finite = []
+  for _ in range(3):
+    updates, state = update(jnp.ones(3), state, params)
+    finite.append(bool(jnp.all(jnp.isfinite(updates))))
+  assert finite == [True, True, False]
+  chex.assert_tree_all_finite(state)
+  guarded = optax.chain(opt, optax.apply_if_finite(optax.identity(), 5))
+  state = guarded.init(params)
+  for _ in range(3):
+    updates, state = jax.jit(guarded.update)(jnp.ones(3), state, params)
+  assert int(state[1].total_notfinite) == 1
+  chex.assert_trees_all_equal(updates, jnp.zeros(3))
+
+
+def test_a_schedule_that_ends_at_zero_b0_runs():
+  """optax.linear_schedule(2, 0, n) rounds to -4.8e-8 at its end under jit;
+  that is rounding, not a negative b0: the steps stay finite and match
+  b0 = 0."""
+  schedule = optax.linear_schedule(2.0, 0.0, 3)
+  opt = pnm_optax.pnm(0.1, b0=schedule)
+  ref = ReferencePNM([np.zeros(2)])
+  state = opt.init(jnp.zeros(2))
+  rng = np.random.default_rng(0)
+  for t in range(1, 7):
+    g = rng.normal(size=2).astype(np.float32)
+    before = ref.params[0].copy()
+    ref.step([g], 0.1, b0=max(2.0 - 2.0 * (t - 1) / 3, 0.0))
+    updates, state = jax.jit(opt.update)(jnp.asarray(g), state)
+    assert rel_err(updates, ref.params[0] - before) <= RTOL
+
+
+@pytest.mark.parametrize('name', ALIASES)
+def test_negative_injected_b0_gives_nan_updates(name):
+  opt = optax.inject_hyperparams(ALIASES[name])(learning_rate=0.1)
+  state = opt.init(jnp.ones(2))
+  state.hyperparams['b0'] = jnp.asarray(-0.5)
+  updates, _ = jax.jit(opt.update)(jnp.ones(2), state)
+  assert bool(jnp.all(jnp.isnan(updates)))
+
+
+# 8. Masks: a single boolean is rejected; a callable mask under
+# optax.inject_hyperparams needs static_args=('mask',).
+
+
+@pytest.mark.parametrize('name', ALIASES)
+@pytest.mark.parametrize('mask', [True, False, jnp.asarray(True)])
+def test_a_single_boolean_mask_raises(name, mask):
+  with pytest.raises(
+    ValueError,
+    match=r"mask must be a tree of booleans.*static_args=\('mask',\)",
+  ):
+    ALIASES[name](0.1, weight_decay=1e-2, mask=mask)
+
+
+def _kernels(p):
+  return jax.tree.map(lambda x: x.ndim > 1, p)
+
+
+@pytest.mark.parametrize('name', ALIASES)
+def test_inject_hyperparams_with_a_callable_mask(name):
+  """Without static_args the callable is taken for a schedule (its value,
+  False, would silently decay nothing): a named error. With
+  static_args=('mask',) it decays the kernels only, as the reference."""
+  params = {'w': jnp.ones((2, 2)), 'b': jnp.ones(2)}
+  plain = optax.inject_hyperparams(ALIASES[name])
+  opt = plain(learning_rate=0.1, weight_decay=0.5, mask=_kernels)
+  with pytest.raises(ValueError, match=r"static_args=\('mask',\)"):
+    opt.init(params)
+  opt = optax.inject_hyperparams(ALIASES[name], static_args=('mask',))(
+    learning_rate=0.1, weight_decay=0.5, mask=_kernels
+  )
+  ref = _reference(
+    name,
+    [np.ones(2), np.ones((2, 2))],
+    weight_decay=0.5,
+    decay_mask=[False, True],
+  )  # leaves in key order: b, w
+  state = opt.init(params)
+  for _ in range(3):
+    before = [p.copy() for p in ref.params]
+    ref.step([np.ones(2), np.ones((2, 2))], 0.1)
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, state = jax.jit(opt.update)(grads, state, params)
+    delta = [a - b for a, b in zip(ref.params, before)]
+    assert rel_err([updates['b'], updates['w']], delta) <= RTOL
+    params = optax.apply_updates(params, updates)

@@ -11,15 +11,40 @@ import pytest
 
 import pnm_optax
 from tests import closed_forms as closed
+from tests import compat, helpers
 
 B1 = 0.9
 
 
+def _library_weights(b0, b1, steps):
+  """(U, M) from ``pnm_optax.scale_by_pnm`` in float64: row t - 1 holds the
+  weights of g_1 .. g_T in u_t (and in m_t, the buffer step t writes), read
+  off by feeding unit gradients (g_t = e_t), one compiled loop."""
+  with compat.enable_x64():
+    tx = pnm_optax.scale_by_pnm(b1=b1, b0=b0)
+
+    def body(state, g):
+      u, state = tx.update(g, state)
+      m = jnp.where(state.count % 2 == 1, state.mu_odd, state.mu_even)
+      return state, (u, m)
+
+    eye = jnp.eye(steps, dtype=jnp.float64)
+    init = tx.init(jnp.zeros(steps, jnp.float64))
+    _, (u, m) = jax.jit(lambda: jax.lax.scan(body, init, eye))()
+    return np.asarray(u), np.asarray(m)
+
+
 @pytest.mark.parametrize('b0', [0.0, 0.5, 1.0, 2.0, 3.0])
 @pytest.mark.parametrize('b1', [0.9, 0.5])
-def test_closed_forms_equal_the_recursion(b0, b1):
+def test_the_library_follows_the_closed_forms(b0, b1):
+  """Per-step and summed weights of every gradient in scale_by_pnm's
+  direction, exactly (float64), against the closed forms and the spec's
+  recursion."""
   steps, sigma = 400, 1.7
-  u, m = closed.weights_by_recursion(b0, b1, steps)
+  u, m = _library_weights(b0, b1, steps)
+  u_rec, m_rec = closed.weights_by_recursion(b0, b1, steps)
+  np.testing.assert_allclose(u, u_rec, rtol=0, atol=1e-14)
+  np.testing.assert_allclose(m, m_rec, rtol=0, atol=1e-14)
   # Multi-step: the weights of D_T and its variance.
   np.testing.assert_allclose(
     u.sum(0), closed.displacement_weights(b0, b1, steps), rtol=0, atol=1e-12
@@ -45,36 +70,6 @@ def test_closed_forms_equal_the_recursion(b0, b1):
     assert corr == pytest.approx(closed.lag1_correlation(b0, b1), rel=1e-9)
 
 
-def test_the_numbers_quoted_in_the_docs():
-  # b1 = 0.9, gradients of mean 1 and std 3, 400 steps.
-  mu, sigma, steps = 1.0, 3.0, 400
-  nsr = [
-    np.sqrt(closed.steady_mean_var(b0, B1, mu, sigma)[1]) * closed.norm(b0) / mu
-    for b0 in (0, 1, 2, 3)
-  ]
-  np.testing.assert_allclose(nsr, [0.972, 2.173, 3.505, 4.860], atol=5e-4)
-  np.testing.assert_allclose(
-    [closed.lag1_correlation(b0, B1) for b0 in (1, 2, 3)],
-    [-0.724, -0.835, -0.869],
-    atol=5e-4,
-  )
-  np.testing.assert_allclose(
-    [closed.noise_ratio_to_sgdm(b0, B1) for b0 in (0, 1, 2, 3)],
-    [1.412, 3.158, 5.092, 7.061],
-    atol=5e-4,
-  )
-  matched_std = [
-    closed.norm(b0) * np.sqrt(closed.displacement_var(b0, B1, sigma, steps))
-    for b0 in (0, 1, 2, 3)
-  ]
-  np.testing.assert_allclose(
-    matched_std, [59.00, 59.09, 59.20, 59.32], atol=5e-3
-  )
-  sgdm_std = np.sqrt(closed.sgdm_displacement_var(B1, sigma, steps))
-  assert sgdm_std == pytest.approx(58.96, abs=5e-3)
-  assert sigma * np.sqrt(steps) == 60.0
-
-
 # ------------------------------------------------------------- Monte-Carlo
 
 SAMPLES = 1 << 16  # independent coordinates: one sample of each statistic
@@ -82,29 +77,15 @@ STEPS = 400
 
 
 def _run(tx, scale, key, mu, sigma):
-  """(u_{T-2}, u_{T-1}, u_T, scale * D_T) per coordinate, float64."""
-
-  def body(carry, k):
-    state, last, total = carry
-    grads = mu + sigma * jax.random.normal(k, (SAMPLES,))
-    updates, state = tx.update(grads, state)
-    return (state, (last[1], last[2], updates), total + updates), None
-
-  zeros = jnp.zeros(SAMPLES)
-  init = (tx.init(zeros), (zeros, zeros, zeros), zeros)
-  keys = jax.random.split(key, STEPS)
-  (_, last, total), _ = jax.jit(lambda: jax.lax.scan(body, init, keys))()
-  return [np.asarray(x, np.float64) for x in last] + [
-    scale * np.asarray(total, np.float64)
-  ]
+  return helpers.monte_carlo(tx, scale, key, mu, sigma, SAMPLES, STEPS)
 
 
 def _se_var(var):
-  return var * np.sqrt(2 / (SAMPLES - 1))  # Gaussian samples
+  return closed.se_var(var, SAMPLES)
 
 
 def _se_corr(rho):
-  return (1 - rho**2) / np.sqrt(SAMPLES - 3)
+  return closed.se_corr(rho, SAMPLES)
 
 
 @pytest.mark.parametrize('b0', [0.0, 1.0, 2.0, 3.0])
@@ -132,19 +113,6 @@ def test_pn_direction_per_step_and_summed(b0):
   assert abs(total.var(ddof=1) - d_var) < 5 * _se_var(d_var)
 
 
-def test_sgdm_per_step_and_summed():
-  mu, sigma, mom = 1.0, 3.0, B1
-  _, v1, v, total = _run(
-    optax.trace(decay=mom), 1 - mom, jax.random.key(7), mu, sigma
-  )
-  var = sigma**2 / (1 - mom**2)
-  assert abs(v.mean() - mu / (1 - mom)) < 5 * np.sqrt(var / SAMPLES)
-  assert abs(v.var(ddof=1) - var) < 5 * _se_var(var)
-  assert abs(np.corrcoef(v1, v)[0, 1] - mom) < 5 * _se_corr(mom)
-  d_var = closed.sgdm_displacement_var(mom, sigma, STEPS)
-  assert abs(total.var(ddof=1) - d_var) < 5 * _se_var(d_var)
-
-
 @pytest.mark.parametrize('b0', [0.0, 1.0, 3.0])
 def test_per_step_noise_ratio_to_sgdm(b0):
   mu, sigma = 1.0, 3.0
@@ -169,31 +137,6 @@ def test_per_step_noise_ratio_to_sgdm(b0):
 # ------------------------------------------------- curvature: stable steps
 
 
-def stability_limit(b0):
-  """Largest lr_0 h (mean step times curvature) at which PNM at the matched
-  learning rate converges on h x^2 / 2."""
-  return 2 / (1 + 2 * b0)
-
-
-def _largest_root(s, b0, b1):
-  beta = b1**2
-  poly = np.polyadd(
-    np.polymul([1, -1], [1, 0, -beta]),
-    s * (1 - beta) * np.array([1 + b0, -b0, 0]),
-  )
-  return np.max(np.abs(np.roots(poly)))
-
-
-@pytest.mark.parametrize('b0', [0.0, 0.5, 1.0, 2.0, 3.0])
-@pytest.mark.parametrize('b1', [0.9, 0.5, 0.0])
-def test_stability_limit_is_the_first_root_to_leave_the_unit_circle(b0, b1):
-  limit = stability_limit(b0)
-  grid = limit * np.linspace(1e-3, 0.995, 400)
-  below = [_largest_root(s, b0, b1) for s in grid]
-  assert max(below) < 1
-  assert _largest_root(1.01 * limit, b0, b1) > 1
-
-
 def _final_distance(tx, steps=2000):
   def step(carry, _):
     x, state = carry
@@ -210,18 +153,9 @@ def _final_distance(tx, steps=2000):
 @pytest.mark.parametrize('b0', [0.0, 1.0, 2.0, 3.0])
 def test_pnm_on_a_quadratic_is_stable_below_the_limit_only(b0):
   for factor, stable in ((0.9, True), (1.1, False)):
-    lr = factor * stability_limit(b0) * np.hypot(1 + b0, b0)
+    lr = factor * closed.stability_limit(b0) * np.hypot(1 + b0, b0)
     distance = _final_distance(pnm_optax.pnm(lr, b1=B1, b0=b0))
     if stable:
       assert distance < 1e-6, (factor, distance)
     else:
       assert not distance < 1e6, (factor, distance)
-
-
-@pytest.mark.parametrize('momentum', [0.9, 0.81])
-def test_sgdm_on_a_quadratic_is_stable_below_its_limit_only(momentum):
-  limit = 2 * (1 + momentum) / (1 - momentum)
-  for factor, stable in ((0.9, True), (1.1, False)):
-    lr = factor * limit * (1 - momentum)  # the same mean step as lr_0
-    distance = _final_distance(optax.sgd(lr, momentum=momentum))
-    assert (distance < 1e-6) == stable, (factor, distance)

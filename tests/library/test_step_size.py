@@ -7,6 +7,7 @@ import optax
 import pytest
 
 import pnm_optax
+from tests import closed_forms as closed
 from tests.reference import ReferencePNM
 
 
@@ -23,36 +24,10 @@ def _steady_step(opt, grad=0.5, steps=400):
   return float(steps_taken[-1])
 
 
-def _pn_noise_ratio(b0):
-  """The noise norm from its definition, not its formula: how much the PN
-  combination ``(1 + b0) X - b0 Y`` of two independent buffers scales their
-  noise.
-
-  X and Y are two Walsh functions (rows of a Hadamard matrix): zero mean,
-  equal spread and zero sample correlation, exactly, so the ratio of the
-  standard deviations is the population value without sampling error.
-  """
-  n = 64
-  i = np.arange(n)
-  walsh = lambda k: (-1.0) ** np.array([bin(k & j).count('1') for j in i])
-  x, y = walsh(1), walsh(2)
-  return np.std((1 + b0) * x - b0 * y) / np.std(x)
-
-
-def test_walsh_noise_ratio_is_a_variance_ratio():
-  """The construction above against a Monte Carlo estimate with independent
-  normal samples (within 5 standard errors)."""
-  rng = np.random.default_rng(0)
-  x, y = rng.normal(size=(2, 400_000))
-  for b0 in (0.5, 2.0):
-    sample = np.std((1 + b0) * x - b0 * y) / np.std(x)
-    assert sample == pytest.approx(_pn_noise_ratio(b0), rel=5 * 2e-3)
-
-
 @pytest.mark.parametrize('b0', [0.0, 0.5, 1.0, 2.0, 3.5])
 def test_noise_norm_is_the_pn_noise_ratio(b0):
   assert pnm_optax.noise_norm(b0) == pytest.approx(
-    _pn_noise_ratio(b0), rel=1e-12
+    closed.walsh_noise_ratio(b0), rel=1e-12
   )
 
 
@@ -99,7 +74,7 @@ def test_sgdm_equivalent_learning_rate_matches_optax_sgd(b0, momentum):
 
 def test_arrays_are_mapped_elementwise():
   b0 = np.array([0.0, 1.0, 2.0])
-  expected = [_pn_noise_ratio(b) for b in b0]
+  expected = [closed.walsh_noise_ratio(b) for b in b0]
   np.testing.assert_allclose(
     pnm_optax.b0_matched_learning_rate(1.0, b0), expected, rtol=1e-12
   )
