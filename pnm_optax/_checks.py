@@ -213,3 +213,20 @@ def check_mask(mask: Any) -> None:
       "a callable mask needs static_args=('mask',), else it is taken for a "
       'schedule.'
     )
+
+
+WEIGHT_DECAY_MODES = ('decoupled', 'l2')
+
+
+def check_step_size(
+  learning_rate: Any, weight_decay: Any, weight_decay_mode: Any
+) -> None:
+  """Raises ValueError unless the learning rate and weight decay are scalars
+  or schedules >= 0 (finite) and the mode is one of
+  :data:`WEIGHT_DECAY_MODES` (``weight_decay`` may be None)."""
+  check_scalar('learning_rate', learning_rate, schedule=True)
+  check_nonnegative('learning_rate', learning_rate, finite=True)
+  if weight_decay is not None:
+    check_scalar('weight_decay', weight_decay, schedule=True)
+    check_nonnegative('weight_decay', weight_decay, finite=True)
+  check_choice('weight_decay_mode', weight_decay_mode, WEIGHT_DECAY_MODES)

@@ -11,8 +11,7 @@ import optax
 from pnm_optax import _checks
 from pnm_optax.transform import scale_by_adapnm, scale_by_pnm
 
-WeightDecayMode = Literal['decoupled', 'l2']
-_WEIGHT_DECAY_MODES = ('decoupled', 'l2')
+WeightDecayMode = Literal['decoupled', 'l2']  # _checks.WEIGHT_DECAY_MODES
 
 
 def _add_decayed_weights(
@@ -79,14 +78,7 @@ def _with_weight_decay(
   mask: optax.MaskOrFn,
 ) -> optax.GradientTransformation:
   """Chains ``scale`` with weight decay and the learning rate."""
-  _checks.check_scalar('learning_rate', learning_rate, schedule=True)
-  _checks.check_nonnegative('learning_rate', learning_rate, finite=True)
-  if weight_decay is not None:
-    _checks.check_scalar('weight_decay', weight_decay, schedule=True)
-    _checks.check_nonnegative('weight_decay', weight_decay, finite=True)
-  _checks.check_choice(
-    'weight_decay_mode', weight_decay_mode, _WEIGHT_DECAY_MODES
-  )
+  _checks.check_step_size(learning_rate, weight_decay, weight_decay_mode)
   _checks.check_mask(mask)
   decay = _add_decayed_weights(weight_decay, mask)
   steps = (scale, decay) if weight_decay_mode == 'decoupled' else (decay, scale)

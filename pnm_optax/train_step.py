@@ -11,6 +11,8 @@ those of :func:`pnm_optax.pnm` with the same hyperparameters (up to float
 rounding), and its state is a :class:`pnm_optax.ScaleByPNMState`.
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -19,11 +21,9 @@ import jax.numpy as jnp
 import optax
 
 from pnm_optax import _checks
+from pnm_optax.alias import WeightDecayMode
 from pnm_optax.step_size import noise_norm
-from pnm_optax.transform import ScaleByPNMState
-
-_INT32_MAX = jnp.iinfo(jnp.int32).max
-_WEIGHT_DECAY_MODES = ('decoupled', 'l2')
+from pnm_optax.transform import ScaleByPNMState, _next_count
 
 
 class PNMTrainStep(NamedTuple):
@@ -51,17 +51,12 @@ def _value(value, count):
   return value(count) if callable(value) else value
 
 
-def _next_count(count: jax.Array) -> jax.Array:
-  # As scale_by_pnm: at int32's maximum the count steps back, keeping parity.
-  return jnp.where(count == _INT32_MAX, count - 1, count + 1)
-
-
 def pnm_train_step(
   learning_rate: optax.ScalarOrSchedule,
-  b1: float = 0.9,
+  b1: jax.typing.ArrayLike = 0.9,
   b0: optax.ScalarOrSchedule = 1.0,
   weight_decay: optax.ScalarOrSchedule | None = None,
-  weight_decay_mode: str = 'decoupled',
+  weight_decay_mode: WeightDecayMode = 'decoupled',
   grad_fn: Callable[..., tuple] | None = None,
 ) -> PNMTrainStep:
   r"""A PNM train step that writes only the buffer of the step's parity.
@@ -106,18 +101,11 @@ def pnm_train_step(
     >>> print(f'{jnp.sum(params ** 2):.4f}')
     11.5111
   """
-  _checks.check_scalar('learning_rate', learning_rate, schedule=True)
-  _checks.check_nonnegative('learning_rate', learning_rate, finite=True)
+  _checks.check_step_size(learning_rate, weight_decay, weight_decay_mode)
   _checks.check_scalar('b1', b1)
   _checks.check_unit_interval('b1', b1)
   _checks.check_scalar('b0', b0, schedule=True)
   _checks.check_nonnegative('b0', b0, finite=True)
-  if weight_decay is not None:
-    _checks.check_scalar('weight_decay', weight_decay, schedule=True)
-    _checks.check_nonnegative('weight_decay', weight_decay, finite=True)
-  _checks.check_choice(
-    'weight_decay_mode', weight_decay_mode, _WEIGHT_DECAY_MODES
-  )
   decoupled = weight_decay_mode == 'decoupled'
 
   def init(params) -> ScaleByPNMState:
