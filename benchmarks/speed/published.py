@@ -182,18 +182,27 @@ def gpu_runs(folder: pathlib.Path | None = None) -> list[GPURun]:
   return sorted(runs, key=lambda r: r.timestamp)
 
 
-def latest_gpu_run(folder: pathlib.Path | None = None) -> GPURun:
-  runs = gpu_runs(folder)
+def latest_gpu_run(
+  folder: pathlib.Path | None = None, need: str | None = None
+) -> GPURun:
+  """The newest GPU run, or the newest that has ``need`` (``'whole'``,
+  ``'steps'`` or ``'layouts'``): a run whose optimizer-step part did not
+  finish leaves that table to the run before it."""
+  runs = [r for r in gpu_runs(folder) if need is None or getattr(r, need)]
   if not runs:
-    raise FileNotFoundError(f'no GPU result in {folder or RESULTS}')
+    raise FileNotFoundError(
+      f'no GPU result{" with " + need if need else ""} in {folder or RESULTS}'
+    )
   return runs[-1]
 
 
 def headline(run: GPURun | None = None) -> str:
-  """Whole-step ratios first, then the optimizer step alone at 2^28."""
-  run = latest_gpu_run() if run is None else run
+  """Whole-step ratios first, then the optimizer step alone at 2^28 (each
+  from the newest run that measured it)."""
+  whole_run = latest_gpu_run(need='whole') if run is None else run
+  step_run = latest_gpu_run(need='steps') if run is None else run
   lines = []
-  for model, m in run.whole.items():
+  for model, m in whole_run.whole.items():
     rows = m['rows']
     s = m['settings']
     what = f'whole train step, {MODEL_LABELS.get(model, model)} ' + (
@@ -209,9 +218,10 @@ def headline(run: GPURun | None = None) -> str:
         _ratio(rows.get('adapnm'), 'x_amsgrad'),
       )
     )
-  pnm = run.step_row(HEADLINE_CONFIG, 'pnm')
-  static = run.step_row(HEADLINE_CONFIG, 'pnm_static')
-  adapnm = run.step_row(HEADLINE_CONFIG, 'adapnm')
+  pnm = step_run.step_row(HEADLINE_CONFIG, 'pnm')
+  static = step_run.step_row(HEADLINE_CONFIG, 'pnm_static')
+  adapnm = step_run.step_row(HEADLINE_CONFIG, 'adapnm')
+  probe = static is not None and static.get('note') == 'probe'
 
   def device_ratio(row, ref):
     if row is None:
@@ -225,7 +235,7 @@ def headline(run: GPURun | None = None) -> str:
     (
       'optimizer step alone, one 2^28 float32 leaf',
       device_ratio(pnm, 'sgdm'),
-      device_ratio(static, 'sgdm'),
+      device_ratio(static, 'sgdm') + ('*' if probe else ''),
       device_ratio(adapnm, 'amsgrad'),
     )
   )
@@ -238,10 +248,20 @@ def headline(run: GPURun | None = None) -> str:
     ),
     lines,
   )
+  machine = whole_run.machine_line()
+  if step_run is not whole_run:
+    machine = (
+      f'Whole steps: {machine} Optimizer step alone: {step_run.machine_line()}'
+    )
+  if probe:
+    machine += (
+      ' *A hand-written step of the same form (parity fixed when compiling,'
+      ' only the touched buffer written), timed per call.'
+    )
   return (
     table
     + '\n\n'
-    + run.machine_line()
+    + machine
     + ' SGD-M, AMSGrad: `optax.sgd(momentum=0.9)`, `optax.amsgrad`; '
     'float32, every optimizer with its default hyperparameters.'
   )
@@ -249,7 +269,7 @@ def headline(run: GPURun | None = None) -> str:
 
 def gpu_whole_step(run: GPURun | None = None) -> str:
   """Whole train step per model and optimizer: ms and ratios."""
-  run = latest_gpu_run() if run is None else run
+  run = latest_gpu_run(need='whole') if run is None else run
   lines = []
   for model, m in run.whole.items():
     for name, row in m['rows'].items():
@@ -321,7 +341,7 @@ STEP_HEAD = (
 
 def gpu_optimizer_step(run: GPURun | None = None) -> str:
   """The optimizer step alone on the GPU, every configuration measured."""
-  run = latest_gpu_run() if run is None else run
+  run = latest_gpu_run(need='steps') if run is None else run
   table = reporting.markdown_table(STEP_HEAD, _step_lines(run.steps))
   probe = any(r.get('note') == 'probe' for r in run.steps)
   return (

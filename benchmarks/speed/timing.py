@@ -123,6 +123,9 @@ class StaticParityRunner:
 
     def pair(_, carry):
       params, state = train.update(*carry, grads, True)
+      # Without the barrier XLA fuses the odd and the even step into one
+      # pass over memory, which would time two steps as about one.
+      params, state = jax.lax.optimization_barrier((params, state))
       return train.update(params, state, grads, False)
 
     self.loop = jax.jit(

@@ -137,3 +137,25 @@ def test_the_first_gpu_run_renders_from_its_own_format():
 def test_no_gpu_file_is_an_error(tmp_path):
   with pytest.raises(FileNotFoundError, match='no GPU result'):
     published.latest_gpu_run(tmp_path)
+
+
+def test_a_run_without_optimizer_steps_leaves_them_to_the_run_before(
+  results, monkeypatch
+):
+  """A GPU run whose optimizer-step part did not finish publishes its whole
+  steps; the optimizer-step numbers come from the newest run that has them,
+  and the headline names both files."""
+  data = _gpu_check('2027-06-01 00:00:00 UTC')
+  data['step_time'] = None
+  (results / 'gpu_check_newer.json').write_text(json.dumps(data))
+  assert published.latest_gpu_run(results).source == 'gpu_check_newer.json'
+  assert (
+    published.latest_gpu_run(results, need='steps').source
+    == 'gpu_check_new.json'
+  )
+  monkeypatch.setattr(published, 'RESULTS', results)
+  text = published.headline()
+  steps = published.gpu_optimizer_step()
+  assert '1.399' in text.splitlines()[4]
+  assert 'gpu_check_newer.json' in text and 'gpu_check_new.json' in text
+  assert 'gpu_check_new.json' in steps and 'newer' not in steps
