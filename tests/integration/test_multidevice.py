@@ -364,7 +364,7 @@ def test_example_picks_a_mesh_for_any_device_count(devices, batch, mesh):
       '--model-axis 4 does not divide 6 devices: use one of [1, 2, 3, 6]',
     ),
     (('--fake-devices', '2', '--devices', '3'), '--devices 3: only 2 devices'),
-    (('--fake-devices', '2', '--modes', 'dp,zero'), "unknown name(s) 'zero'"),
+    (('--fake-devices', '2', '--modes', 'dp,zero'), "unknown mode(s) 'zero'"),
     (
       (
         '--fake-devices',
