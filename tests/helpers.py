@@ -5,6 +5,7 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -86,3 +87,19 @@ def monte_carlo(tx, scale, key, mu, sigma, samples, steps):
   return [np.asarray(x, np.float64) for x in last] + [
     scale * np.asarray(total, np.float64)
   ]
+
+
+def final_distance_on_quadratic(tx, steps: int = 2000) -> float:
+  """``|x|`` after ``steps`` of ``tx`` on ``f(x) = x^2 / 2`` from ``x = 1``
+  (one compiled ``lax.scan``): below 1 where ``tx`` is stable there."""
+
+  def step(carry, _):
+    x, state = carry
+    updates, state = tx.update(x, state, x)  # the gradient of f is x
+    return (optax.apply_updates(x, updates), state), None
+
+  x = jnp.ones(1)
+  (x, _), _ = jax.jit(
+    lambda: jax.lax.scan(step, (x, tx.init(x)), None, length=steps)
+  )()
+  return abs(float(x[0]))

@@ -6,7 +6,6 @@ and the numbers the docs quote. The library's own tests
 against these forms."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -93,25 +92,14 @@ def test_stability_limit_is_the_first_root_to_leave_the_unit_circle(b0, b1):
   assert closed.largest_root(1.01 * limit, b0, b1) > 1
 
 
-def _final_distance(tx, steps=2000):
-  def step(carry, _):
-    x, state = carry
-    updates, state = tx.update(x, state, x)  # f = x^2 / 2: the gradient is x
-    return (optax.apply_updates(x, updates), state), None
-
-  x = jnp.ones(1)
-  (x, _), _ = jax.jit(
-    lambda: jax.lax.scan(step, (x, tx.init(x)), None, length=steps)
-  )()
-  return abs(float(x[0]))
-
-
 @pytest.mark.parametrize('momentum', [0.9, 0.81])
 def test_sgdm_on_a_quadratic_is_stable_below_its_limit_only(momentum):
   limit = 2 * (1 + momentum) / (1 - momentum)
   for factor, stable in ((0.9, True), (1.1, False)):
     lr = factor * limit * (1 - momentum)  # the same mean step as lr_0
-    distance = _final_distance(optax.sgd(lr, momentum=momentum))
+    distance = helpers.final_distance_on_quadratic(
+      optax.sgd(lr, momentum=momentum)
+    )
     assert (distance < 1e-6) == stable, (factor, distance)
 
 

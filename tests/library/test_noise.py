@@ -137,24 +137,13 @@ def test_per_step_noise_ratio_to_sgdm(b0):
 # ------------------------------------------------- curvature: stable steps
 
 
-def _final_distance(tx, steps=2000):
-  def step(carry, _):
-    x, state = carry
-    updates, state = tx.update(x, state, x)  # f = x^2 / 2: the gradient is x
-    return (optax.apply_updates(x, updates), state), None
-
-  x = jnp.ones(1)
-  (x, _), _ = jax.jit(
-    lambda: jax.lax.scan(step, (x, tx.init(x)), None, length=steps)
-  )()
-  return abs(float(x[0]))
-
-
 @pytest.mark.parametrize('b0', [0.0, 1.0, 2.0, 3.0])
 def test_pnm_on_a_quadratic_is_stable_below_the_limit_only(b0):
   for factor, stable in ((0.9, True), (1.1, False)):
     lr = factor * closed.stability_limit(b0) * np.hypot(1 + b0, b0)
-    distance = _final_distance(pnm_optax.pnm(lr, b1=B1, b0=b0))
+    distance = helpers.final_distance_on_quadratic(
+      pnm_optax.pnm(lr, b1=B1, b0=b0)
+    )
     if stable:
       assert distance < 1e-6, (factor, distance)
     else:
