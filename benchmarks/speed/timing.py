@@ -93,15 +93,21 @@ class JaxRunner:
     return (time.perf_counter() - start) / k
 
   def time_dispatched(self, k: int) -> float:
-    step, grads = self.step, self.grads
-    params, state = self.params, self.state
-    start = time.perf_counter()
-    for _ in range(k):
-      params, state = step(params, state, grads)
-    jax.block_until_ready((params, state))
-    elapsed = time.perf_counter() - start
-    self.params, self.state = params, state
-    return elapsed / k
+    return _time_dispatched(self, k)
+
+
+def _time_dispatched(runner, k: int) -> float:
+  """Seconds per call of ``runner.step`` over ``k`` calls, each dispatched
+  from Python; the runner keeps the parameters and state it ends with."""
+  step, grads = runner.step, runner.grads
+  params, state = runner.params, runner.state
+  start = time.perf_counter()
+  for _ in range(k):
+    params, state = step(params, state, grads)
+  jax.block_until_ready((params, state))
+  elapsed = time.perf_counter() - start
+  runner.params, runner.state = params, state
+  return elapsed / k
 
 
 class StaticParityRunner:
@@ -154,16 +160,8 @@ class StaticParityRunner:
     return (time.perf_counter() - start) / (2 * pairs)
 
   def time_dispatched(self, k: int) -> float:
-    k += k % 2  # an even count, so that the next loop pair starts odd
-    step, grads = self.step, self.grads
-    params, state = self.params, self.state
-    start = time.perf_counter()
-    for _ in range(k):
-      params, state = step(params, state, grads)
-    jax.block_until_ready((params, state))
-    elapsed = time.perf_counter() - start
-    self.params, self.state = params, state
-    return elapsed / k
+    # An even count, so that the next loop pair starts odd.
+    return _time_dispatched(self, k + k % 2)
 
 
 class TorchRunner:
