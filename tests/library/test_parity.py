@@ -1,5 +1,7 @@
 """Parity of pnm_optax against the float64 NumPy reference (tests/reference.py)."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -25,16 +27,41 @@ def _grads(rng, dtype=np.float32):
   return [rng.normal(size=s).astype(dtype) for s in SHAPES]
 
 
+@functools.partial(jax.jit, static_argnames=('make', 'static'))
+def _trajectory(make, static, hyper, params, grads):
+  """All steps of ``make(**static, **hyper)`` in one compiled loop: the
+  final parameters and state, and every step's updates.
+
+  The numbers in ``hyper`` are traced, so the parametrizations of a test
+  that differ only in them share one compiled program.
+  """
+  opt = make(**dict(static), **hyper)
+
+  def body(carry, grads):
+    params, state = carry
+    updates, state = opt.update(grads, state, params)
+    return (optax.apply_updates(params, updates), state), updates
+
+  (params, state), updates = jax.lax.scan(
+    body, (params, opt.init(params)), grads
+  )
+  return params, state, updates
+
+
 def _run(
-  opt,
+  make,
   ref,
   lr_at,
   b0_at=lambda t: None,
   dtype=np.float32,
   seed=0,
   wd_at=lambda t: None,
+  static=None,
+  **hyper,
 ):
-  """Runs ``opt`` and the reference on the same gradients for STEPS steps.
+  """Runs ``make(**static, **hyper)`` and the reference on the same
+  gradients for STEPS steps; ``static`` holds what is not a number (modes,
+  flags, schedules).
 
   Returns the relative error of the final parameters, the largest relative
   error of one step's update (the optimizer's output against the reference's
@@ -43,17 +70,10 @@ def _run(
   rng = np.random.default_rng(seed)
   grads = [_grads(rng, dtype) for _ in range(STEPS)]
   params = [jnp.asarray(p, dtype) for p in ref.params]
-
-  def body(carry, grads):
-    params, state = carry
-    updates, state = opt.update(grads, state, params)
-    return (optax.apply_updates(params, updates), state), updates
-
-  # All steps in one compiled loop; the updates of every step come back.
   stacked = [np.stack(g) for g in zip(*grads)]
-  (params, state), updates = jax.jit(
-    lambda carry, grads: jax.lax.scan(body, carry, grads)
-  )((params, opt.init(params)), stacked)
+  params, state, updates = _trajectory(
+    make, tuple(sorted((static or {}).items())), hyper, params, stacked
+  )
   updates = [np.asarray(u) for u in updates]
   worst_step = 0.0
   for t in range(1, STEPS + 1):
@@ -86,10 +106,16 @@ def test_pnm_matches_reference(b0, mode):
     weight_decay=wd,
     decoupled=mode == 'decoupled',
   )
-  opt = pnm_optax.pnm(
-    lr, b1=0.9, b0=b0, weight_decay=wd, weight_decay_mode=mode
+  total, worst, state = _run(
+    pnm_optax.pnm,
+    ref,
+    lambda t: lr,
+    static=dict(weight_decay_mode=mode),
+    learning_rate=lr,
+    b1=0.9,
+    b0=b0,
+    weight_decay=wd,
   )
-  total, worst, state = _run(opt, ref, lambda t: lr)
   assert total <= RTOL, total
   assert worst <= RTOL, worst
   assert int(_find(state, pnm_optax.ScaleByPNMState).count) == STEPS
@@ -107,10 +133,14 @@ def test_adapnm_matches_reference(amsgrad, mode):
     decoupled=mode == 'decoupled',
     amsgrad=amsgrad,
   )
-  opt = pnm_optax.adapnm(
-    lr, amsgrad=amsgrad, weight_decay=wd, weight_decay_mode=mode
+  total, worst, _ = _run(
+    pnm_optax.adapnm,
+    ref,
+    lambda t: lr,
+    static=dict(amsgrad=amsgrad, weight_decay_mode=mode),
+    learning_rate=lr,
+    weight_decay=wd,
   )
-  total, worst, _ = _run(opt, ref, lambda t: lr)
   assert total <= RTOL, total
   assert worst <= RTOL, worst
 
@@ -129,9 +159,15 @@ def test_schedules_match_reference(adaptive):
   lr = optax.piecewise_constant_schedule(peak, {60: 0.1, 120: 0.1})
   b0 = optax.linear_schedule(2.0, 0.0, 150)
   make = pnm_optax.adapnm if adaptive else pnm_optax.pnm
-  opt = make(lr, b0=b0, weight_decay=1e-2)
   ref = ReferencePNM(_init_params(), adaptive=adaptive, weight_decay=1e-2)
-  total, worst, _ = _run(opt, ref, lr_ref, b0_ref)
+  total, worst, _ = _run(
+    make,
+    ref,
+    lr_ref,
+    b0_ref,
+    static=dict(learning_rate=lr, b0=b0),
+    weight_decay=1e-2,
+  )
   assert total <= RTOL, total
   assert worst <= RTOL, worst
 
@@ -143,7 +179,7 @@ def test_complex_params_match_reference(adaptive):
   ref = ReferencePNM(init, adaptive=adaptive)
   make = pnm_optax.adapnm if adaptive else pnm_optax.pnm
   total, worst, state = _run(
-    make(1e-2), ref, lambda t: 1e-2, dtype=np.complex64
+    make, ref, lambda t: 1e-2, dtype=np.complex64, learning_rate=1e-2
   )
   assert total <= RTOL, total
   assert worst <= RTOL, worst
@@ -180,18 +216,29 @@ def test_non_default_hyperparameters_match_reference(adaptive, amsgrad, mode):
   """b1, b2, b0, eps and eps_root all away from their defaults."""
   hp = dict(b1=0.6, b0=0.7)
   if adaptive:
-    hp |= dict(b2=0.95, eps=1e-3, eps_root=1e-4, amsgrad=amsgrad)
+    hp |= dict(b2=0.95, eps=1e-3, eps_root=1e-4)
   lr, wd = (3e-3 if adaptive else 0.05), 0.05
   ref = ReferencePNM(
     _init_params(),
     adaptive=adaptive,
     weight_decay=wd,
     decoupled=mode == 'decoupled',
+    amsgrad=amsgrad,
     **hp,
   )
   make = pnm_optax.adapnm if adaptive else pnm_optax.pnm
-  opt = make(lr, weight_decay=wd, weight_decay_mode=mode, **hp)
-  total, worst, _ = _run(opt, ref, lambda t: lr)
+  static = dict(weight_decay_mode=mode)
+  if adaptive:
+    static |= dict(amsgrad=amsgrad)
+  total, worst, _ = _run(
+    make,
+    ref,
+    lambda t: lr,
+    static=static,
+    learning_rate=lr,
+    weight_decay=wd,
+    **hp,
+  )
   assert total <= RTOL, total
   assert worst <= RTOL, worst
 
@@ -209,9 +256,13 @@ def test_weight_decay_schedule_matches_reference(adaptive, mode):
     decoupled=mode == 'decoupled',
   )
   make = pnm_optax.adapnm if adaptive else pnm_optax.pnm
-  opt = make(lr, weight_decay=schedule, weight_decay_mode=mode)
   total, worst, _ = _run(
-    opt, ref, lambda t: lr, wd_at=lambda t: 0.3 - 0.3 * min(t - 1, 150) / 150
+    make,
+    ref,
+    lambda t: lr,
+    wd_at=lambda t: 0.3 - 0.3 * min(t - 1, 150) / 150,
+    static=dict(weight_decay=schedule, weight_decay_mode=mode),
+    learning_rate=lr,
   )
   assert total <= RTOL, total
   assert worst <= RTOL, worst
