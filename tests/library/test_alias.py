@@ -161,11 +161,15 @@ def test_inject_hyperparams_same_trajectory(adaptive):
   loss = lambda p: jnp.sum(jnp.sin(p['w']) ** 2) + jnp.sum(p['b'] ** 4)
   trajectories = []
   for opt in (plain, injected):
+
+    @jax.jit
+    def step(p, state, opt=opt):
+      updates, state = opt.update(jax.grad(loss)(p), state, p)
+      return optax.apply_updates(p, updates), state
+
     p, state = params, opt.init(params)
-    update = jax.jit(opt.update)
     for _ in range(25):
-      updates, state = update(jax.grad(loss)(p), state, p)
-      p = optax.apply_updates(p, updates)
+      p, state = step(p, state)
     trajectories.append(p)
   # Two programs (constants folded, or traced hyperparameters): equal to
   # float32 rounding over 25 steps, not bitwise.
@@ -368,9 +372,10 @@ def test_vmap_over_independent_runs(adaptive):
     return p
 
   batched = jax.jit(jax.vmap(run, in_axes=(0, 1)))(params, grads)
+  single = jax.jit(run)
   for i in range(3):
     np.testing.assert_allclose(
-      batched[i], run(params[i], grads[:, i]), rtol=1e-5, atol=1e-6
+      batched[i], single(params[i], grads[:, i]), rtol=1e-5, atol=1e-6
     )
     ref = ReferencePNM([np.asarray(params[i])], adaptive=adaptive, b0=0.7)
     for g in np.asarray(grads[:, i], np.float64):
