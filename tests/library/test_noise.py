@@ -15,6 +15,9 @@ import pnm_optax
 from tests import closed_forms as closed
 from tests import compat, helpers
 
+# Estimates from 2^14 samples: optimised compiles pay for themselves.
+pytestmark = pytest.mark.long_compute
+
 B1 = 0.9
 
 
