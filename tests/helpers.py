@@ -1,6 +1,7 @@
 """Small shared pieces for the tests: paths, a relative error, data, masks."""
 
 import pathlib
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +26,23 @@ def _loopback_only(connect):
 socket.socket.connect = _loopback_only(socket.socket.connect)
 socket.socket.connect_ex = _loopback_only(socket.socket.connect_ex)
 """
+
+
+def interruptible(module: str, *args: str) -> list[str]:
+  """The command line of ``python -m module *args``, in which SIGINT raises
+  ``KeyboardInterrupt`` as Ctrl-C in a terminal does.
+
+  A process started from a background job (``pytest &`` in a script, or
+  nohup) inherits SIGINT ignored, and Python then leaves it ignored; the
+  tests that interrupt a job need the terminal's behaviour wherever they
+  run.
+  """
+  code = (
+    'import runpy, signal; '
+    'signal.signal(signal.SIGINT, signal.default_int_handler); '
+    f'runpy.run_module({module!r}, run_name="__main__", alter_sys=True)'
+  )
+  return [sys.executable, '-c', code, *args]
 
 
 def _flat(tree) -> np.ndarray:

@@ -26,7 +26,7 @@ from benchmarks.comparison import data as data_lib
 from benchmarks.comparison import models as models_lib
 from benchmarks.comparison import optimizers as opt_lib
 from tests import compat
-from tests.helpers import REPO
+from tests.helpers import REPO, interruptible
 from tests.reference import ReferencePNM
 
 TINY = [
@@ -318,7 +318,7 @@ def test_sigint_keeps_finished_configurations_and_the_same_command_resumes(
     '0',
   ]
   proc = subprocess.Popen(
-    [sys.executable, '-m', 'benchmarks.comparison', *argv],
+    interruptible('benchmarks.comparison', *argv),
     cwd=REPO,
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,

@@ -21,7 +21,7 @@ from scipy import stats
 
 from benchmarks.comparison import cli, curvature, noise, training
 from benchmarks.comparison import data as data_lib
-from tests.helpers import REPO
+from tests.helpers import REPO, interruptible
 
 TINY = ['--seeds', '2', '--epochs', '2', '--max-steps-per-epoch', '2']
 
@@ -217,9 +217,7 @@ def test_a_larger_batch_gets_the_steps_of_batch_100(batch, epochs, cap, want):
 
 
 def _command(out):
-  return [
-    sys.executable,
-    '-m',
+  return interruptible(
     'benchmarks.comparison',
     '--study',
     'noise',
@@ -227,7 +225,7 @@ def _command(out):
     '--out',
     str(out),
     '--no-progress',
-  ]
+  )
 
 
 def test_tiny_study_end_to_end_interrupted_and_resumed(tmp_path):
